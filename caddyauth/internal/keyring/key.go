@@ -1,0 +1,94 @@
+package keyring
+
+import (
+	"crypto/subtle"
+	"time"
+)
+
+// Key is a validated record prepared for the request path: parsed hashes,
+// scopes and pins, and the placeholder strings built once, so checking a
+// request against it allocates nothing.
+type Key struct {
+	Record
+
+	// ScopesJoined is the scopes comma-joined, as stored ({http.auth.key.scopes}).
+	ScopesJoined string
+	// PIIString is "true" or "false" ({http.auth.key.pii}).
+	PIIString string
+
+	hash, prevHash   [32]byte
+	hasHash, hasPrev bool
+	prevExpires      time.Time
+	scopes           []Scope
+	allAccounts      bool
+	accounts         []string
+	binding          *Binding
+	notBefore        time.Time
+	expiresAt        time.Time
+}
+
+// CheckSecret compares the digest of a presented key with the current
+// secret and, during a rotation's grace period, the previous one. Both
+// comparisons always run, in constant time.
+func (k *Key) CheckSecret(sum *[32]byte, now time.Time) (ok, previous bool) {
+	cur := subtle.ConstantTimeCompare(sum[:], k.hash[:]) & boolInt(k.hasHash)
+	prev := subtle.ConstantTimeCompare(sum[:], k.prevHash[:]) & boolInt(k.hasPrev && now.Before(k.prevExpires))
+	return cur|prev == 1, cur == 0 && prev == 1
+}
+
+// ValidAt reports whether the key is enabled and inside its validity window.
+func (k *Key) ValidAt(now time.Time) bool {
+	if k.Disabled {
+		return false
+	}
+	if !k.notBefore.IsZero() && now.Before(k.notBefore) {
+		return false
+	}
+	if !k.expiresAt.IsZero() && !now.Before(k.expiresAt) {
+		return false
+	}
+	return true
+}
+
+// Grants reports whether any of the key's scopes covers the permission.
+func (k *Key) Grants(p Scope) bool {
+	for _, s := range k.scopes {
+		if s.Grants(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllAccounts reports whether the key may act on every account.
+func (k *Key) AllAccounts() bool { return k.allAccounts }
+
+// AllowsAccount reports whether the key may act on the named account (exact,
+// case-sensitive). An empty name is allowed only for unrestricted keys.
+func (k *Key) AllowsAccount(account string) bool {
+	if k.allAccounts {
+		return true
+	}
+	if account == "" {
+		return false
+	}
+	for _, a := range k.accounts {
+		if a == account {
+			return true
+		}
+	}
+	return false
+}
+
+// Binding returns the key's certificate binding, or nil when it has none.
+func (k *Key) Binding() *Binding { return k.binding }
+
+// IsPrincipal reports whether the key is a certificate principal (no secret).
+func (k *Key) IsPrincipal() bool { return !k.hasHash }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
