@@ -1,8 +1,15 @@
+// Command caddy is Caddy with its standard modules and scopegate's
+// scoped_auth and redact handlers.
 package main
 
 import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	// Caddy's standard modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// scopegate.
+	_ "github.com/scopegate/scopegate/caddyauth"
 )
 
 func main() { caddycmd.Main() }

@@ -15,6 +15,9 @@ type Key struct {
 	ScopesJoined string
 	// PIIString is "true" or "false" ({http.auth.key.pii}).
 	PIIString string
+	// Boxed placeholder values, made once per record so that placeholder
+	// lookups on the request path do not allocate.
+	IDValue, NameValue, ScopesValue, PIIValue any
 
 	hash, prevHash   [32]byte
 	hasHash, hasPrev bool

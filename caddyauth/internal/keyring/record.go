@@ -145,6 +145,7 @@ func Compile(r *Record) (*Key, error) {
 	if r.ExpiresAt != nil {
 		k.expiresAt = *r.ExpiresAt
 	}
+	k.IDValue, k.NameValue, k.ScopesValue, k.PIIValue = k.ID, k.Name, k.ScopesJoined, k.PIIString
 	if r.Version < 0 {
 		return fail("version must not be negative")
 	}
