@@ -74,7 +74,7 @@ func (o *outcome) render(w http.ResponseWriter, r *http.Request, challenge strin
 	if challenge != "" {
 		w.Header().Set("Www-Authenticate", challenge)
 	}
-	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
 		return caddyhttp.Error(o.status, o.err)
 	}
 	h := w.Header()

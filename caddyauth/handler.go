@@ -23,6 +23,9 @@ type request struct {
 	hasKey     bool
 	account    string
 	hasAccount bool
+	// oddHeaderNames: some header name has characters other than letters,
+	// digits and "-" (found while looking for aliases; deleted later).
+	oddHeaderNames bool
 }
 
 // ServeHTTP judges the request (SPEC section 3, "Order of checks": the first
@@ -41,7 +44,7 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		r.Method != http.MethodHead && r.Method != http.MethodOptions {
 		return h.deny(w, r, tooEarly, denial{})
 	}
-	h.stripInbound(r)
+	h.stripInbound(r, req.oddHeaderNames)
 
 	// (3) the rule
 	rule := h.matchRule(r.Method, r.URL.Path)
@@ -202,6 +205,9 @@ func (h *ScopedAuth) inspect(r *http.Request, repl *caddy.Replacer) (req request
 		if name == h.keyHeader || (h.Account != nil && name == h.Account.Header) {
 			continue
 		}
+		if !isPlainHeaderName(name) {
+			req.oddHeaderNames = true
+		}
 		if foldedEqual(name, h.keyFold) {
 			return req, reasonKeyMulti
 		}
@@ -282,13 +288,15 @@ func pathSegment(p string, n int) (string, bool) {
 // carry a forged identity to the upstream: the key itself (unless
 // keep_credentials), names with characters other than letters, digits and
 // "-", the certificate-forwarding headers, and strip_headers.
-func (h *ScopedAuth) stripInbound(r *http.Request) {
+func (h *ScopedAuth) stripInbound(r *http.Request, oddHeaderNames bool) {
 	if !h.KeepCredentials {
 		delete(r.Header, h.keyHeader)
 	}
-	for name := range r.Header {
-		if !isPlainHeaderName(name) {
-			delete(r.Header, name)
+	if oddHeaderNames {
+		for name := range r.Header {
+			if !isPlainHeaderName(name) {
+				delete(r.Header, name)
+			}
 		}
 	}
 	for _, name := range h.stripHeaders {

@@ -1,0 +1,264 @@
+package caddyauth
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
+	"github.com/scopegate/scopegate/internal/testpki"
+)
+
+// countingStore wraps a Set and counts lookups, to prove that a bad
+// checksum never reaches the store.
+type countingStore struct {
+	*keyring.Set
+	lookups atomic.Int64
+}
+
+func (s *countingStore) Lookup(ctx context.Context, id string) (*keyring.Key, error) {
+	s.lookups.Add(1)
+	return s.Set.Lookup(ctx, id)
+}
+
+type unitEnv struct {
+	h     *ScopedAuth
+	store *countingStore
+	keys  map[string]string
+	leaf  *testpki.Leaf
+	chain []*x509.Certificate
+}
+
+func newUnitEnv(tb testing.TB) *unitEnv {
+	tb.Helper()
+	ca := testpki.Must(testpki.NewCA("unit CA"))
+	leaf := testpki.Must(ca.Client("svc", testpki.URIs("spiffe://acme.test/svc")))
+	env := &unitEnv{keys: map[string]string{}, leaf: leaf, chain: []*x509.Certificate{leaf.Cert, ca.Cert}}
+	var recs []*keyring.Record
+	add := func(name string, r keyring.Record) {
+		r.ID = testpki.Must(keyring.NewID())
+		k := testpki.Must(keyring.NewKey(r.ID))
+		r.Hash = keyring.FormatHash(keyring.HashKey(k))
+		r.Version = 1
+		env.keys[name] = k
+		recs = append(recs, &r)
+	}
+	add("R", keyring.Record{Scopes: []string{"*:read"}, Accounts: []string{"acme-us"}})
+	add("B", keyring.Record{Scopes: []string{"*:*"}, ClientCert: &keyring.CertBinding{SHA256: []string{leaf.SHA256Hex()}}})
+	set, err := keyring.NewSet(recs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	env.store = &countingStore{Set: set}
+	h := &ScopedAuth{
+		Account: &AccountSource{Header: "X-Account-ID"},
+		Rules: []Rule{
+			{Methods: []string{"GET", "HEAD"}, Path: "/v1/gifts*", Permission: "gifts:read"},
+			{Methods: []string{"POST"}, Path: "/v1/gifts", Permission: "gifts:send"},
+			{Methods: []string{"POST"}, Path: "/v1/budgets/*/spend", Permission: "budgets:spend"},
+			{Path: "/healthz", Permission: "public"},
+		},
+		StripHeaders: []string{"X-Key-Id"},
+	}
+	h.logger = zap.NewNop()
+	initMetrics()
+	if err := h.provisionRequest(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.provisionRules(); err != nil {
+		tb.Fatal(err)
+	}
+	h.store = env.store
+	env.h = h
+	return env
+}
+
+var okHandler = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
+
+// request builds a request as Caddy's server prepares it.
+func (env *unitEnv) request(method, target string, tlsChain []*x509.Certificate, headers ...string) (*httptest.ResponseRecorder, *http.Request) {
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(method, target, nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Header.Add(headers[i], headers[i+1])
+	}
+	if tlsChain != nil {
+		r.TLS = &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: tlsChain[:1], VerifiedChains: [][]*x509.Certificate{tlsChain}}
+	}
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, nil)
+	return w, r
+}
+
+func TestBadChecksumNeverAsksTheStore(t *testing.T) {
+	env := newUnitEnv(t)
+	good := env.keys["R"]
+	for _, k := range []string{good[:len(good)-1] + "0", "sg_" + good[3:20] + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000", "junk"} {
+		w, r := env.request("GET", "/v1/gifts", nil, "Authorization", "Bearer "+k)
+		if err := env.h.ServeHTTP(w, r, okHandler); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != 401 {
+			t.Errorf("status %d", w.Code)
+		}
+	}
+	if n := env.store.lookups.Load(); n != 0 {
+		t.Fatalf("store asked %d times for keys with a bad checksum", n)
+	}
+	w, r := env.request("GET", "/v1/gifts", nil, "Authorization", "Bearer "+good, "X-Account-ID", "acme-us")
+	if err := env.h.ServeHTTP(w, r, okHandler); err != nil || w.Code != 200 {
+		t.Fatalf("good key: %v %d", err, w.Code)
+	}
+	if n := env.store.lookups.Load(); n != 1 {
+		t.Fatalf("store asked %d times for one good key", n)
+	}
+}
+
+func TestEarlyData(t *testing.T) {
+	env := newUnitEnv(t)
+	for method, want := range map[string]int{"POST": 425, "GET": 200, "HEAD": 200} {
+		w, r := env.request(method, "/v1/gifts", nil, "Authorization", "Bearer "+env.keys["B"])
+		r.TLS = &tls.ConnectionState{HandshakeComplete: false}
+		called := false
+		next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { called = true; return nil })
+		if err := env.h.ServeHTTP(w, r, next); err != nil {
+			t.Fatal(err)
+		}
+		// GET/HEAD go on to the checks: the bound key then needs a verified
+		// certificate, which early data never counts as.
+		if method != "POST" {
+			want = 403
+		}
+		if w.Code != want || (want >= 400 && called) {
+			t.Errorf("%s: status %d, want %d (next called: %v)", method, w.Code, want, called)
+		}
+	}
+}
+
+func TestStoreErrorIs503(t *testing.T) {
+	env := newUnitEnv(t)
+	env.h.store = failingStore{}
+	w, r := env.request("GET", "/v1/gifts", nil, "Authorization", "Bearer "+env.keys["R"])
+	if err := env.h.ServeHTTP(w, r, okHandler); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != 503 || w.Body.String() != `{"error":"store_unavailable"}` {
+		t.Fatalf("got %d %q", w.Code, w.Body.String())
+	}
+	w, r = env.request("GET", "/v1/gifts", env.chain)
+	if err := env.h.ServeHTTP(w, r, okHandler); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != 503 {
+		t.Fatalf("principal lookup failure: %d", w.Code)
+	}
+}
+
+type failingStore struct{}
+
+func (failingStore) Lookup(context.Context, string) (*keyring.Key, error) {
+	return nil, keyring.ErrUnavailable
+}
+
+func (failingStore) LookupPrincipal(context.Context, []*x509.Certificate) (*keyring.Key, error) {
+	return nil, keyring.ErrUnavailable
+}
+
+func TestProvisionErrors(t *testing.T) {
+	cases := map[string]*ScopedAuth{
+		"no rules":                 {KeysFile: "x"},
+		"custom header unredacted": {Header: "X-Api-Key", Rules: []Rule{{Path: "/", Permission: "public"}}},
+		"two account sources":      {Account: &AccountSource{Header: "X-A", Query: "a"}, Rules: []Rule{{Path: "/", Permission: "public"}}},
+		"account is key header":    {Account: &AccountSource{Header: "Authorization"}, Rules: []Rule{{Path: "/", Permission: "public"}}},
+		"bad strip header":         {StripHeaders: []string{"X_Key"}, Rules: []Rule{{Path: "/", Permission: "public"}}},
+		"percent pattern":          {Rules: []Rule{{Path: "/v1/%2F", Permission: "public"}}},
+		"wildcard permission":      {Rules: []Rule{{Path: "/v1", Permission: "gifts:*"}}},
+	}
+	for name, h := range cases {
+		h.logger = zap.NewNop()
+		err := h.provisionRequest()
+		if err == nil {
+			err = h.provisionRules()
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	h := &ScopedAuth{Header: "X-Api-Key", LogRedactionConfigured: true, Rules: []Rule{{Path: "/", Permission: "public"}}}
+	if err := h.provisionRequest(); err != nil {
+		t.Errorf("custom header with log_redaction_configured: %v", err)
+	}
+}
+
+// Benchmarks of the handler's own cost per request (next does nothing).
+func benchmarkServe(b *testing.B, env *unitEnv, method, target string, chain []*x509.Certificate, headers ...string) {
+	// Requests are prepared outside the timed loop, as Caddy's server
+	// prepares them before any handler runs.
+	type pair struct {
+		w http.ResponseWriter
+		r *http.Request
+	}
+	reqs := make([]pair, 256)
+	fresh := func() {
+		for i := range reqs {
+			_, r := env.request(method, target, chain, headers...)
+			reqs[i] = pair{&discardWriter{h: http.Header{}}, r}
+		}
+	}
+	fresh()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i > 0 && i%len(reqs) == 0 {
+			// New requests (and replacers) now and then, as each real
+			// request has its own; not timed.
+			b.StopTimer()
+			fresh()
+			b.StartTimer()
+		}
+		p := reqs[i%len(reqs)]
+		_ = env.h.ServeHTTP(p.w, p.r, okHandler)
+	}
+}
+
+func BenchmarkAllowed(b *testing.B) {
+	env := newUnitEnv(b)
+	benchmarkServe(b, env, "GET", "/v1/gifts/g1", nil, "Authorization", "Bearer "+env.keys["R"], "X-Account-ID", "acme-us")
+}
+
+func BenchmarkAllowedCertBound(b *testing.B) {
+	env := newUnitEnv(b)
+	benchmarkServe(b, env, "POST", "/v1/budgets/b1/spend", env.chain, "Authorization", "Bearer "+env.keys["B"])
+}
+
+func BenchmarkDeniedScope(b *testing.B) {
+	env := newUnitEnv(b)
+	benchmarkServe(b, env, "POST", "/v1/gifts", nil, "Authorization", "Bearer "+env.keys["R"], "X-Account-ID", "acme-us")
+}
+
+func BenchmarkDeniedBadChecksum(b *testing.B) {
+	env := newUnitEnv(b)
+	k := env.keys["R"]
+	benchmarkServe(b, env, "GET", "/v1/gifts", nil, "Authorization", "Bearer "+k[:len(k)-1]+"0")
+}
+
+func BenchmarkDeniedUnknownKey(b *testing.B) {
+	env := newUnitEnv(b)
+	k := testpki.Must(keyring.NewKey(testpki.Must(keyring.NewID())))
+	benchmarkServe(b, env, "GET", "/v1/gifts", nil, "Authorization", "Bearer "+k)
+}
+
+// discardWriter is the cheapest ResponseWriter, so benchmarks measure the
+// handler rather than httptest.ResponseRecorder.
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(int)             {}
