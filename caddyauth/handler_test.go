@@ -262,3 +262,10 @@ type discardWriter struct{ h http.Header }
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
+
+// provisionStoreForTest opens the keys file as Provision does, without a
+// Caddy context.
+func (h *ScopedAuth) provisionStoreForTest() error {
+	_, err := keyring.OpenFileStore(h.KeysFile)
+	return err
+}

@@ -120,3 +120,7 @@ func TestMethodAndHeaderHelpers(t *testing.T) {
 		t.Error("pathSegment beyond the end")
 	}
 }
+
+func readRequestErr(line string) (*http.Request, error) {
+	return http.ReadRequest(bufio.NewReader(strings.NewReader(line + " HTTP/1.1\r\nHost: x\r\n\r\n")))
+}

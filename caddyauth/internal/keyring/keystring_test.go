@@ -1,0 +1,133 @@
+package keyring
+
+import (
+	"hash/crc32"
+	"strings"
+	"testing"
+)
+
+func TestNewKeyParses(t *testing.T) {
+	for range 200 {
+		id, err := NewID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := NewKey(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(k) != KeyLen || !strings.HasPrefix(k, "sg_"+id+"_") {
+			t.Fatalf("bad shape %q", k)
+		}
+		got, ok := ParseKey(k)
+		if !ok || got != id {
+			t.Fatalf("ParseKey(%q) = %q, %v", k, got, ok)
+		}
+	}
+}
+
+// TestChecksumKnownValue pins the checksum encoding of SPEC section 2: the
+// CRC-32 (IEEE) of everything before it as 6 base62 digits, most
+// significant first, zero padded, digits 0-9A-Za-z.
+func TestChecksumKnownValue(t *testing.T) {
+	body := "sg_abcdefghijklmnop_" + strings.Repeat("A", secretLen)
+	crc := crc32.ChecksumIEEE([]byte(body))
+	var digits []byte
+	for n := uint64(crc); len(digits) < 6; n /= 62 {
+		digits = append([]byte{base62Alphabet[n%62]}, digits...)
+	}
+	key := body + string(digits)
+	if id, ok := ParseKey(key); !ok || id != "abcdefghijklmnop" {
+		t.Fatalf("known-good key rejected: %q", key)
+	}
+	// The smallest checksums are zero padded.
+	var c [checkLen]byte
+	encodeCheck(&c, 61)
+	if string(c[:]) != "00000z" {
+		t.Fatalf("encodeCheck(61) = %q", c)
+	}
+	encodeCheck(&c, 0xFFFFFFFF)
+	if string(c[:]) != "4gfFC3" {
+		t.Fatalf("encodeCheck(max) = %q", c)
+	}
+}
+
+func TestParseKeyRejects(t *testing.T) {
+	id, _ := NewID()
+	good, _ := NewKey(id)
+	flip := func(i int) string {
+		b := []byte(good)
+		if b[i] == 'a' {
+			b[i] = 'b'
+		} else {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	cases := map[string]string{
+		"empty":            "",
+		"short":            good[:len(good)-1],
+		"long":             good + "0",
+		"prefix":           "SG_" + good[3:],
+		"separator":        good[:19] + "-" + good[20:],
+		"upper id":         good[:3] + strings.ToUpper(good[3:19]) + good[19:],
+		"id digit 1":       good[:3] + "1" + good[4:],
+		"secret symbol":    good[:25] + "+" + good[26:],
+		"checksum flipped": flip(KeyLen - 1),
+		"secret flipped":   flip(30),
+		"id flipped":       flip(5),
+		"whitespace":       " " + good[1:],
+	}
+	for name, k := range cases {
+		if _, ok := ParseKey(k); ok {
+			t.Errorf("%s: ParseKey(%q) accepted", name, k)
+		}
+	}
+}
+
+func TestParseKeyNoAllocs(t *testing.T) {
+	id, _ := NewID()
+	k, _ := NewKey(id)
+	bad := k[:len(k)-1] + "x"
+	if n := testing.AllocsPerRun(100, func() { ParseKey(k); ParseKey(bad); HashKey(k) }); n != 0 {
+		t.Fatalf("ParseKey/HashKey allocate %v times", n)
+	}
+}
+
+func TestHashRoundTrip(t *testing.T) {
+	sum := HashKey("sg_x")
+	got, err := ParseHash(FormatHash(sum))
+	if err != nil || got != sum {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "sha256:", "sha256:" + strings.Repeat("A", 64), "md5:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("a", 63)} {
+		if _, err := ParseHash(bad); err == nil {
+			t.Errorf("ParseHash(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseKey(f *testing.F) {
+	id, _ := NewID()
+	k, _ := NewKey(id)
+	f.Add(k)
+	f.Add("")
+	f.Add("sg_")
+	f.Add(k[:len(k)-1] + "0")
+	f.Fuzz(func(t *testing.T, s string) {
+		id, ok := ParseKey(s)
+		if !ok {
+			return
+		}
+		// Whatever parses is exactly the documented shape, and its id
+		// is a valid id that round-trips through NewKey's format.
+		if len(s) != KeyLen || !ValidID(id) || s[3:19] != id {
+			t.Fatalf("ParseKey accepted %q (id %q)", s, id)
+		}
+		var c [checkLen]byte
+		encodeCheck(&c, crc32.ChecksumIEEE([]byte(s[:checkStart])))
+		if string(c[:]) != s[checkStart:] {
+			t.Fatalf("checksum not verified for %q", s)
+		}
+	})
+}
