@@ -23,9 +23,10 @@ type request struct {
 	hasKey     bool
 	account    string
 	hasAccount bool
-	// oddHeaderNames: some header name has characters other than letters,
-	// digits and "-" (found while looking for aliases; deleted later).
-	oddHeaderNames bool
+	// stripHeaders: some header must be stripped besides the key header (a
+	// strip_headers or certificate-forwarding name, or a name with other
+	// characters than letters, digits and "-").
+	stripHeaders bool
 }
 
 // ServeHTTP judges the request (SPEC section 3, "Order of checks": the first
@@ -44,7 +45,7 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		r.Method != http.MethodHead && r.Method != http.MethodOptions {
 		return h.deny(w, r, tooEarly, denial{})
 	}
-	h.stripInbound(r, req.oddHeaderNames)
+	h.stripInbound(r, req.stripHeaders)
 
 	// (3) the rule
 	rule := h.matchRule(r.Method, r.URL.Path)
@@ -177,7 +178,9 @@ func (h *ScopedAuth) inspect(r *http.Request, repl *caddy.Replacer) (req request
 	if reason = checkMethod(r.Method); reason != "" {
 		return
 	}
-	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && or.URL != nil {
+	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && or.URL != nil &&
+		(or.URL.Path != r.URL.Path || or.URL.RawPath != r.URL.RawPath || or.URL.RawQuery != r.URL.RawQuery || or.URL.Opaque != r.URL.Opaque) {
+		// Rewritten since the request arrived: the original is judged too.
 		if reason = checkURL(or.URL); reason != "" {
 			return
 		}
@@ -191,22 +194,27 @@ func (h *ScopedAuth) inspect(r *http.Request, repl *caddy.Replacer) (req request
 	if reason = checkQuery(r.URL.RawQuery); reason != "" {
 		return
 	}
-	for _, name := range overrideHeaders {
-		if _, present := r.Header[name]; present {
+	// One pass over the headers: method and URL overrides, Connection
+	// tokens, aliases of the key or account header (X~Account~Id,
+	// XAccountID: a second value in another form), and whether anything
+	// must be stripped.
+	for name, vals := range r.Header {
+		switch name {
+		case h.keyHeader:
+			continue
+		case "Connection":
+			if reason = checkConnection(vals); reason != "" {
+				return
+			}
+			continue
+		case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Url", "X-Rewrite-Url":
 			return req, reasonOverride
 		}
-	}
-	if reason = checkConnection(r.Header); reason != "" {
-		return
-	}
-	// Aliases of the key or account header (X~Account~Id, Xaccountid) are a
-	// second value in another form.
-	for name := range r.Header {
-		if name == h.keyHeader || (h.Account != nil && name == h.Account.Header) {
+		if h.Account != nil && name == h.Account.Header {
 			continue
 		}
-		if !isPlainHeaderName(name) {
-			req.oddHeaderNames = true
+		if _, listed := h.stripSet[name]; listed || !isPlainHeaderName(name) {
+			req.stripHeaders = true
 		}
 		if foldedEqual(name, h.keyFold) {
 			return req, reasonKeyMulti
@@ -287,19 +295,19 @@ func pathSegment(p string, n int) (string, bool) {
 // stripInbound deletes, on every request, the inbound headers that could
 // carry a forged identity to the upstream: the key itself (unless
 // keep_credentials), names with characters other than letters, digits and
-// "-", the certificate-forwarding headers, and strip_headers.
-func (h *ScopedAuth) stripInbound(r *http.Request, oddHeaderNames bool) {
+// "-", the certificate-forwarding headers, and strip_headers. inspect
+// already looked at every name, so the common request with none of them
+// costs one delete.
+func (h *ScopedAuth) stripInbound(r *http.Request, more bool) {
 	if !h.KeepCredentials {
 		delete(r.Header, h.keyHeader)
 	}
-	if oddHeaderNames {
-		for name := range r.Header {
-			if !isPlainHeaderName(name) {
-				delete(r.Header, name)
-			}
-		}
+	if !more {
+		return
 	}
-	for _, name := range h.stripHeaders {
-		delete(r.Header, name)
+	for name := range r.Header {
+		if _, listed := h.stripSet[name]; listed || !isPlainHeaderName(name) {
+			delete(r.Header, name)
+		}
 	}
 }

@@ -62,15 +62,15 @@ type ScopedAuth struct {
 	// decides the permission a request needs. At least one is required.
 	Rules []Rule `json:"rules,omitempty"`
 
-	store        keyring.Store
-	fileStore    *keyring.FileStore
-	rules        []*compiledRule
-	keyHeader    string // canonical
-	bearer       bool
-	keyFold      string
-	accountFold  string
-	stripHeaders []string // canonical
-	logger       *zap.Logger
+	store       keyring.Store
+	fileStore   *keyring.FileStore
+	rules       []*compiledRule
+	keyHeader   string // canonical
+	bearer      bool
+	keyFold     string
+	accountFold string
+	stripSet    map[string]struct{} // canonical names deleted on every request (not the key header)
+	logger      *zap.Logger
 }
 
 // AccountSource names where the account comes from; exactly one field is set.
@@ -153,14 +153,17 @@ func (h *ScopedAuth) provisionRequest() error {
 			}
 		}
 	}
-	h.stripHeaders = h.stripHeaders[:0]
+	h.stripSet = make(map[string]struct{}, len(h.StripHeaders)+len(certForwardingHeaders))
 	for _, name := range h.StripHeaders {
 		if !isPlainHeaderName(name) {
 			return fmt.Errorf("strip_headers %q: want a header name of letters, digits and -", name)
 		}
-		h.stripHeaders = append(h.stripHeaders, http.CanonicalHeaderKey(name))
+		h.stripSet[http.CanonicalHeaderKey(name)] = struct{}{}
 	}
-	h.stripHeaders = append(h.stripHeaders, certForwardingHeaders...)
+	for _, name := range certForwardingHeaders {
+		h.stripSet[name] = struct{}{}
+	}
+	delete(h.stripSet, h.keyHeader) // deleted unless keep_credentials
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package caddyauth
 
 import (
-	"net/http"
 	"net/url"
 	"strings"
 )
@@ -24,14 +23,6 @@ const (
 	reasonAccountChars   = "empty account, or whitespace, comma or control character in it"
 	reasonQuerySeparator = "semicolon in the query"
 )
-
-// overrideHeaders are method and URL overrides that some upstream
-// frameworks honour: the gateway would judge one request and the upstream
-// run another.
-var overrideHeaders = []string{
-	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
-	"X-Original-Url", "X-Rewrite-Url",
-}
 
 // certForwardingHeaders carry a client certificate on behalf of a proxy in
 // front. A client must never be able to send them.
@@ -173,8 +164,8 @@ func queryValues(rawQuery, name string) (value string, found, ambiguous bool) {
 // checkConnection allows only the hop-by-hop tokens a client legitimately
 // sends. Any other token names a header that the proxy would drop, and that
 // could be a header the operator adds with header_up.
-func checkConnection(h http.Header) string {
-	for _, v := range h["Connection"] {
+func checkConnection(values []string) string {
+	for _, v := range values {
 		for v != "" {
 			var tok string
 			if i := strings.IndexByte(v, ','); i >= 0 {
