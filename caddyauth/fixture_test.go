@@ -127,8 +127,6 @@ func secretKey(f *fixture, name string, rec keyring.Record) {
 	f.records[name] = &rec
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func (f *fixture) writeKeys(t testing.TB, extra ...*keyring.Record) {
 	t.Helper()
 	var file keyring.File

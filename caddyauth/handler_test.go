@@ -100,7 +100,7 @@ func (env *unitEnv) request(method, target string, tlsChain []*x509.Certificate,
 func TestBadChecksumNeverAsksTheStore(t *testing.T) {
 	env := newUnitEnv(t)
 	good := env.keys["R"]
-	for _, k := range []string{good[:len(good)-1] + "0", "sg_" + good[3:20] + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000", "junk"} {
+	for _, k := range []string{flipLastChar(good), "sg_" + good[3:20] + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000", "junk"} {
 		w, r := env.request("GET", "/v1/gifts", nil, "Authorization", "Bearer "+k)
 		if err := env.h.ServeHTTP(w, r, okHandler); err != nil {
 			t.Fatal(err)
@@ -251,7 +251,7 @@ func BenchmarkDeniedScope(b *testing.B) {
 func BenchmarkDeniedBadChecksum(b *testing.B) {
 	env := newUnitEnv(b)
 	k := env.keys["R"]
-	benchmarkServe(b, env, "GET", "/v1/gifts", nil, "Authorization", "Bearer "+k[:len(k)-1]+"0")
+	benchmarkServe(b, env, "GET", "/v1/gifts", nil, "Authorization", "Bearer "+flipLastChar(k))
 }
 
 func BenchmarkDeniedUnknownKey(b *testing.B) {
@@ -273,4 +273,12 @@ func (w *discardWriter) WriteHeader(int)             {}
 func (h *ScopedAuth) provisionStoreForTest() error {
 	_, err := keyring.OpenFileStore(h.KeysFile)
 	return err
+}
+
+// flipLastChar changes a key's last checksum digit, so the checksum fails.
+func flipLastChar(k string) string {
+	if k[len(k)-1] == '0' {
+		return k[:len(k)-1] + "1"
+	}
+	return k[:len(k)-1] + "0"
 }

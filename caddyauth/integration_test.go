@@ -56,7 +56,7 @@ func TestOutcomeTable(t *testing.T) {
 			// f.keys (TestSecretsNeverLogged checks those); see the README.
 			{"query key is not read", noCert, "GET", "/v1/gifts?api_key=" + queryKey, nil, 401, "missing_key", `Bearer realm="scoped_auth"`},
 			{"malformed key", noCert, "GET", "/v1/gifts", []string{"Authorization", "Bearer sg_nope"}, 401, "invalid_key", `Bearer realm="scoped_auth", error="invalid_token"`},
-			{"bad checksum", noCert, "GET", "/v1/gifts", []string{"Authorization", "Bearer " + f.keys["F"][:len(f.keys["F"])-1] + "x"}, 401, "invalid_key", `Bearer realm="scoped_auth", error="invalid_token"`},
+			{"bad checksum", noCert, "GET", "/v1/gifts", []string{"Authorization", "Bearer " + badChecksum(f.keys["F"])}, 401, "invalid_key", `Bearer realm="scoped_auth", error="invalid_token"`},
 			{"unknown key", noCert, "GET", "/v1/gifts", []string{"Authorization", "Bearer " + f.keys["UNKNOWN"]}, 401, "invalid_key", `Bearer realm="scoped_auth", error="invalid_token"`},
 			{"wrong secret", noCert, "GET", "/v1/gifts", []string{"Authorization", "Bearer " + f.keys["ROTOLD_PREVIOUS"]}, 401, "invalid_key", `Bearer realm="scoped_auth", error="invalid_token"`},
 			{"expired", noCert, "GET", "/v1/gifts", []string{"Authorization", "Bearer " + f.keys["EXPIRED"]}, 401, "invalid_key", `Bearer realm="scoped_auth", error="invalid_token"`},
@@ -448,4 +448,13 @@ func waitStatus(t *testing.T, f *fixture, c *http.Client, key string, status int
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// badChecksum changes the last checksum digit of a key.
+func badChecksum(k string) string {
+	last := "0"
+	if k[len(k)-1] == '0' {
+		last = "1"
+	}
+	return k[:len(k)-1] + last
 }

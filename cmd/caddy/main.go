@@ -8,8 +8,8 @@ import (
 	// Caddy's standard modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	// scopegate.
-	_ "github.com/scopegate/scopegate/caddyauth"
+	// scopegate: every module of this repository.
+	_ "github.com/scopegate/scopegate"
 )
 
 func main() { caddycmd.Main() }

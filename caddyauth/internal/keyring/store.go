@@ -34,6 +34,9 @@ type Set struct {
 func NewSet(records []*Record) (*Set, error) {
 	s := &Set{byID: make(map[string]*Key, len(records)), principals: map[string][]*Key{}}
 	for i, r := range records {
+		if r == nil {
+			return nil, fmt.Errorf("keys[%d]: null is not a key record", i)
+		}
 		k, err := Compile(r)
 		if err != nil {
 			return nil, fmt.Errorf("keys[%d]: %w", i, err)
