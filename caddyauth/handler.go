@@ -17,6 +17,23 @@ import (
 // now is the clock, replaced in tests.
 var now = time.Now
 
+// clock reads the time at most once per request, and only for keys whose
+// checks depend on it.
+type clock struct {
+	t   time.Time
+	set bool
+}
+
+func (c *clock) forKey(k *keyring.Key) time.Time {
+	if !k.NeedsClock() {
+		return time.Time{}
+	}
+	if !c.set {
+		c.t, c.set = now(), true
+	}
+	return c.t
+}
+
 // request is what one request presented, gathered once by the checks.
 type request struct {
 	key        string
@@ -69,11 +86,11 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	}
 
 	// (6) the key, or else a certificate principal
-	t := now()
+	var clk clock
 	var key *keyring.Key
 	switch {
 	case req.hasKey:
-		k, o := h.authenticateKey(r, req.key, t)
+		k, o := h.authenticateKey(r, req.key, &clk)
 		if o != nil {
 			if k != nil {
 				d.keyID = k.ID
@@ -106,7 +123,7 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 	// (8) disabled, not yet valid, expired
-	if !key.ValidAt(t) {
+	if !key.ValidAt(clk.forKey(key)) {
 		return h.deny(w, r, invalidKey, d)
 	}
 	// (9) the permission
@@ -128,7 +145,7 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 // authenticateKey checks the presented key's shape and checksum before any
 // store lookup, then its secret in constant time. The returned key is set
 // whenever the id is known (for the denial log), even on failure.
-func (h *ScopedAuth) authenticateKey(r *http.Request, presented string, t time.Time) (*keyring.Key, *outcome) {
+func (h *ScopedAuth) authenticateKey(r *http.Request, presented string, clk *clock) (*keyring.Key, *outcome) {
 	sum := keyring.HashKey(presented) // hashed even when malformed: the cost does not depend on the key
 	id, ok := keyring.ParseKey(presented)
 	if !ok {
@@ -141,7 +158,7 @@ func (h *ScopedAuth) authenticateKey(r *http.Request, presented string, t time.T
 	if k == nil || k.IsPrincipal() {
 		return nil, invalidKey
 	}
-	match, previous := k.CheckSecret(&sum, t)
+	match, previous := k.CheckSecret(&sum, clk.forKey(k))
 	if !match {
 		return k, invalidKey
 	}

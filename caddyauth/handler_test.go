@@ -218,10 +218,18 @@ func benchmarkLoop(b *testing.B, env *unitEnv, serve func(http.ResponseWriter, *
 		for name, v := range saved {
 			base.Header[name] = v
 		}
-		r := base.WithContext(context.WithValue(baseCtx, caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		// Like Caddy's server: a new replacer with the HTTP provider mapped.
+		repl := caddy.NewReplacer()
+		repl.Map(httpVarsStandIn)
+		r := base.WithContext(context.WithValue(baseCtx, caddy.ReplacerCtxKey, repl))
 		_ = serve(w, r, okHandler)
 	}
 }
+
+// httpVarsStandIn takes the place of the provider caddyhttp adds to every
+// request's replacer, so the replacer's slice of providers has the capacity
+// it has in a real request.
+func httpVarsStandIn(string) (any, bool) { return nil, false }
 
 // BenchmarkSetupOnly is the per-iteration setup of the benchmarks below,
 // with a handler that only calls next: subtract it from them.

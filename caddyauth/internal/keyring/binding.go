@@ -1,7 +1,6 @@
 package keyring
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -66,10 +65,10 @@ func parseDigests(field string, in []string) ([][32]byte, error) {
 
 // LeafSHA256 is the pin of a certificate's DER, as Caddy's
 // {http.request.tls.client.fingerprint} (lower-case hex).
-func LeafSHA256(c *x509.Certificate) [32]byte { return sha256.Sum256(c.Raw) }
+func LeafSHA256(c *x509.Certificate) [32]byte { return digestsOf(c).leaf }
 
 // SPKISHA256 is the RFC 7469 pin: SHA-256 of the SubjectPublicKeyInfo.
-func SPKISHA256(c *x509.Certificate) [32]byte { return sha256.Sum256(c.RawSubjectPublicKeyInfo) }
+func SPKISHA256(c *x509.Certificate) [32]byte { return digestsOf(c).spki }
 
 // HexDigest renders a digest as the lower-case hex used in records.
 func HexDigest(d [32]byte) string { return hex.EncodeToString(d[:]) }

@@ -39,6 +39,13 @@ func (k *Key) CheckSecret(sum *[32]byte, now time.Time) (ok, previous bool) {
 	return cur|prev == 1, cur == 0 && prev == 1
 }
 
+// NeedsClock reports whether checking this key depends on the time (a
+// validity window or a rotation grace period): if not, the caller can skip
+// reading the clock.
+func (k *Key) NeedsClock() bool {
+	return k.hasPrev || !k.notBefore.IsZero() || !k.expiresAt.IsZero()
+}
+
 // ValidAt reports whether the key is enabled and inside its validity window.
 func (k *Key) ValidAt(now time.Time) bool {
 	if k.Disabled {

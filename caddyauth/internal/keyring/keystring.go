@@ -133,11 +133,26 @@ func encodeCheck(dst *[checkLen]byte, v uint32) {
 	}
 }
 
-func isBase32(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '2' && c <= '7') }
+// charClass marks the bytes of each alphabet: one table lookup per byte
+// of a presented key.
+var charClass = func() (t [256]uint8) {
+	for i := 0; i < len(base32Alphabet); i++ {
+		t[base32Alphabet[i]] |= classBase32
+	}
+	for i := 0; i < len(base62Alphabet); i++ {
+		t[base62Alphabet[i]] |= classBase62
+	}
+	return t
+}()
 
-func isBase62(c byte) bool {
-	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-}
+const (
+	classBase32 = 1 << iota
+	classBase62
+)
+
+func isBase32(c byte) bool { return charClass[c]&classBase32 != 0 }
+
+func isBase62(c byte) bool { return charClass[c]&classBase62 != 0 }
 
 func isLowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {

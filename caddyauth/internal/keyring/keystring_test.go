@@ -1,6 +1,8 @@
 package keyring
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"hash/crc32"
 	"strings"
@@ -164,4 +166,19 @@ func FuzzParseFile(f *testing.F) {
 			t.Fatalf("re-encoded file refused: %v\n%s", err, out)
 		}
 	})
+}
+
+func TestDigestsOfCachesByPointer(t *testing.T) {
+	c := &x509.Certificate{Raw: []byte("leaf"), RawSubjectPublicKeyInfo: []byte("spki")}
+	if LeafSHA256(c) != sha256.Sum256([]byte("leaf")) || SPKISHA256(c) != sha256.Sum256([]byte("spki")) {
+		t.Fatal("wrong digests")
+	}
+	// Another certificate object with other bytes never gets c's digests.
+	c2 := &x509.Certificate{Raw: []byte("other"), RawSubjectPublicKeyInfo: []byte("spki2")}
+	if LeafSHA256(c2) != sha256.Sum256([]byte("other")) {
+		t.Fatal("wrong digests for a second certificate")
+	}
+	if n := testing.AllocsPerRun(100, func() { LeafSHA256(c) }); n != 0 {
+		t.Fatalf("a cached lookup allocates %v times", n)
+	}
 }
