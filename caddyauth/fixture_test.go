@@ -55,6 +55,7 @@ type fixture struct {
 	keys     map[string]string
 	records  map[string]*keyring.Record
 	upstream *recorder
+	config   string // the Caddyfile loaded
 }
 
 var (
@@ -355,6 +356,7 @@ https://localhost:%d {
 		requestPort, tlsBlock("request"), auth(""), proxy,
 		errorsPort, tlsBlock("verify_if_given"), auth(""), proxy)
 	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, LoadRequestTimeout: 10 * time.Second, TestRequestTimeout: 10 * time.Second})
+	f.config = config
 	tc.InitServer(config, "caddyfile")
 	if t.Failed() {
 		return nil

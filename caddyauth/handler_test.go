@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 	"github.com/scopegate/scopegate/internal/testpki"
@@ -289,4 +291,24 @@ func flipLastChar(k string) string {
 		return k[:len(k)-1] + "1"
 	}
 	return k[:len(k)-1] + "0"
+}
+
+func TestProvisionWarnsAboutShadowedRules(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	h := &ScopedAuth{Rules: []Rule{
+		{Path: "/v1/*", Permission: "authenticated"},
+		{Methods: []string{"POST"}, Path: "/v1/gifts", Permission: "gifts:send"},
+		{Path: "/healthz", Permission: "public"},
+	}}
+	h.logger = zap.New(core)
+	if err := h.provisionRequest(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.provisionRules(); err != nil {
+		t.Fatal(err)
+	}
+	warned := logs.FilterMessageSnippet("can never match").All()
+	if len(warned) != 1 || warned[0].ContextMap()["rule"] != int64(2) || warned[0].ContextMap()["shadowed_by"] != int64(1) {
+		t.Fatalf("warnings: %+v", logs.All())
+	}
 }

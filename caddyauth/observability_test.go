@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,25 +68,73 @@ func TestSecretsNeverLogged(t *testing.T) {
 			break
 		}
 	}
+	// Provisioning warned about bindings without an issuer pin (what
+	// `caddy validate` shows), naming the key.
+	for _, name := range []string{"BURINOPIN", "BSUBJNOPIN"} {
+		if !strings.Contains(string(logs), "key "+f.records[name].ID+": ") || !strings.Contains(string(logs), "without issuer_spki_sha256") {
+			t.Errorf("no warning about %s's binding without an issuer pin", name)
+		}
+	}
 	// The access log names the key id as user_id.
 	if !strings.Contains(string(logs), `"user_id":"`+f.records["F"].ID+`"`) {
 		t.Error("no access log line with user_id = the key id")
 	}
 }
 
-// TestMetrics: scoped_auth's counters are served from Caddy's metrics.
+// TestMetrics: scoped_auth's counters are served from Caddy's metrics and
+// survive a config reload.
 func TestMetrics(t *testing.T) {
 	f := setup(t)
 	f.do(t, f.client(nil, "h1"), "GET", url(mainPort, "/v1/gifts"))
+	body := metrics(t)
+	for _, want := range []string{`scopegate_auth_requests_total{result="missing_key"}`, `scopegate_auth_requests_total{result="allowed"}`, `scopegate_keys_file_errors_total`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	before := metricValue(t, body, `scopegate_auth_requests_total{result="missing_key"}`)
+	// Force a reload of the same config (new handler instances, a new
+	// registry), then count one more.
+	req, _ := http.NewRequest("POST", "http://localhost:2991/load", strings.NewReader(f.config))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Cache-Control", "must-revalidate")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("reload: %d", resp.StatusCode)
+	}
+	f.do(t, f.client(nil, "h1"), "GET", url(mainPort, "/v1/gifts"))
+	after := metricValue(t, metrics(t), `scopegate_auth_requests_total{result="missing_key"}`)
+	if after != before+1 {
+		t.Errorf("missing_key count %v before the reload, %v after it and one more request", before, after)
+	}
+}
+
+func metrics(t *testing.T) string {
+	t.Helper()
 	resp, err := http.Get("http://localhost:2991/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{`scopegate_auth_requests_total{result="missing_key"}`, `scopegate_auth_requests_total{result="allowed"}`, `scopegate_keys_file_errors_total`} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("metrics lack %s", want)
+	return string(body)
+}
+
+func metricValue(t *testing.T, body, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
 		}
 	}
+	t.Fatalf("no series %s", series)
+	return 0
 }
