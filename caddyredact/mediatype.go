@@ -6,15 +6,6 @@ import (
 	"github.com/scopegate/scopegate/internal/jsonmask"
 )
 
-// bodyKind is what a response's Content-Type says about its body.
-type bodyKind uint8
-
-const (
-	kindNone  bodyKind = iota // no Content-Type: sniff the first byte
-	kindJSON                  // masked
-	kindOther                 // refused unless in pass_types
-)
-
 // mediaType returns the lower-case type/subtype of a Content-Type value,
 // without parameters.
 func mediaType(ct string) string {
