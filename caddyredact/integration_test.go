@@ -11,8 +11,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,6 +154,19 @@ func setup(t *testing.T) {
 				_, _ = io.WriteString(w, `{"id":1,"email":"ada@acme`)
 				// the handler returns: net/http closes the connection short
 			},
+			"/huge": func(w http.ResponseWriter, r *http.Request) {
+				// About 256 MiB of JSON, streamed (chunked, no Content-Length).
+				w.Header().Set("Content-Type", "application/json")
+				row := []byte(`{"id":1234567,"name":"Ada Lovelace","email":"ada@acme.test","city":"London","tags":["a","b"]},`)
+				chunk := bytes.Repeat(row, 1<<16/len(row))
+				_, _ = io.WriteString(w, `[`)
+				for n := 0; n < 256<<20; n += len(chunk) {
+					if _, err := w.Write(chunk); err != nil {
+						return
+					}
+				}
+				_, _ = io.WriteString(w, `{"last":true}]`)
+			},
 			"/flush": func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "application/x-ndjson")
 				for i := 0; i < 3; i++ {
@@ -215,12 +230,28 @@ http://localhost:%d {
 		}
 		reverse_proxy %s
 	}
+	handle /inner-encode/* {
+		uri strip_prefix /inner-encode
+		route {
+			redact
+			encode gzip
+			reverse_proxy %s
+		}
+	}
+	handle /errors/* {
+		error "boom" 500
+	}
 	handle {
 		redact
 		reverse_proxy %s
 	}
+	handle_errors 500 {
+		redact
+		header Content-Type application/json
+		respond `+"`"+`{"error":"{err.message}","contact":{"name":"Ada Lovelace","email":"ada@acme.test"}}`+"`"+` 500
+	}
 }
-`, adminPort, httpPort, filepath.Join(dir, "storage"), httpPort, dir, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr)
+`, adminPort, httpPort, filepath.Join(dir, "storage"), httpPort, dir, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr)
 		tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, LoadRequestTimeout: 10 * time.Second, TestRequestTimeout: 10 * time.Second})
 		tc.InitServer(config, "caddyfile")
 	})
@@ -414,5 +445,93 @@ func TestCustomPolicy(t *testing.T) {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("custom policy lacks %s: %s", want, r.body)
 		}
+	}
+}
+
+// TestEncodeInsideRedact: with encode placed after redact in a route, redact
+// sees encode's gzip output, decodes it and masks it.
+func TestEncodeInsideRedact(t *testing.T) {
+	setup(t)
+	r := get(t, "GET", "/inner-encode/big", "Accept-Encoding", "gzip")
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	noSecrets(t, "inner encode", r.body)
+	if !strings.Contains(r.body, `"name":"[REDACTED]"`) {
+		t.Errorf("not masked: %.100s", r.body)
+	}
+}
+
+// TestHandleErrorsMasked: redact inside handle_errors masks error pages.
+func TestHandleErrorsMasked(t *testing.T) {
+	setup(t)
+	r := get(t, "GET", "/errors/x")
+	if r.status != 500 {
+		t.Fatalf("status %d: %q", r.status, r.body)
+	}
+	noSecrets(t, "error page", r.body)
+	if !strings.Contains(r.body, `"email":"[REDACTED]"`) {
+		t.Errorf("error page: %q", r.body)
+	}
+}
+
+// TestHugeBodyBoundedMemory streams about 256 MiB of JSON through redact
+// and checks that the process's heap never holds more than a small part
+// of it (client, Caddy and upstream share this process).
+func TestHugeBodyBoundedMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 256 MiB")
+	}
+	setup(t)
+	runtime.GC()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+		}
+	}()
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://localhost:%d/huge", httpPort), nil)
+	resp, err := (&http.Client{Timeout: 120 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	var leaked bool
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := resp.Body.Read(buf)
+		n += int64(k)
+		if bytes.Contains(buf[:k], []byte("ada@acme.test")) {
+			leaked = true
+		}
+		if err != nil {
+			break
+		}
+	}
+	resp.Body.Close()
+	close(stop)
+	wg.Wait()
+	if leaked {
+		t.Error("an email reached the client")
+	}
+	if n < 200<<20 {
+		t.Fatalf("only %d bytes arrived", n)
+	}
+	t.Logf("streamed %d MiB, peak heap in use %d MiB", n>>20, peak.Load()>>20)
+	if peak.Load() > 96<<20 {
+		t.Errorf("peak heap %d MiB while streaming: the body is being held", peak.Load()>>20)
 	}
 }
