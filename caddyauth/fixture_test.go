@@ -20,6 +20,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	_ "github.com/scopegate/scopegate/caddyredact"
+
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 	"github.com/scopegate/scopegate/internal/testpki"
 )
@@ -75,7 +77,7 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.reqs = append(rec.reqs, r.Clone(r.Context()))
 	rec.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = io.WriteString(w, `{"ok":true}`)
+	_, _ = io.WriteString(w, `{"ok":true,"owner":{"name":"Ada Lovelace","email":"ada@acme.test"}}`)
 }
 
 func (rec *recorder) count() int {
@@ -319,6 +321,14 @@ https://localhost:%d {
 		}
 		%s
 	}
+	handle /masked/* {
+		scoped_auth {
+			keys_file %s
+			rule * /masked/* authenticated
+		}
+		redact
+		%s
+	}
 	handle /keep/* {
 		scoped_auth {
 			keys_file %s
@@ -348,6 +358,7 @@ https://localhost:%d {
 `, adminPort, mainPort, filepath.Join(dir, "storage"), f.logFile,
 		mainPort, tlsBlock("verify_if_given"), f.logFile,
 		auth(""), proxy,
+		f.keysFile, proxy,
 		f.keysFile, proxy,
 		f.keysFile, proxy,
 		f.keysFile, proxy,

@@ -458,3 +458,23 @@ func badChecksum(k string) string {
 	}
 	return k[:len(k)-1] + last
 }
+
+// TestPIIOptInThroughRedact: redact masks the upstream's PII unless the
+// key's record says "pii": true (the {http.auth.key.pii} placeholder).
+func TestPIIOptInThroughRedact(t *testing.T) {
+	f := setup(t)
+	c := f.client(nil, "h2")
+	masked := f.do(t, c, "GET", url(mainPort, "/masked/x"), "Authorization", "Bearer "+f.keys["F"])
+	if masked.status != 200 || strings.Contains(masked.body, "ada@acme.test") || !strings.Contains(masked.body, `"email":"[REDACTED]"`) {
+		t.Errorf("key without pii: %d %s", masked.status, masked.body)
+	}
+	exposed := f.do(t, c, "GET", url(mainPort, "/masked/x"), "Authorization", "Bearer "+f.keys["PII"])
+	if exposed.status != 200 || !strings.Contains(exposed.body, "ada@acme.test") {
+		t.Errorf("key with pii: %d %s", exposed.status, exposed.body)
+	}
+	for _, r := range []response{masked, exposed} {
+		if r.header.Get("Cache-Control") != "private" || !strings.Contains(strings.Join(r.header.Values("Vary"), ","), "Authorization") {
+			t.Errorf("cache headers: %v", r.header)
+		}
+	}
+}
