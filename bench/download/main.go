@@ -1,0 +1,111 @@
+// Command download measures the end-to-end cost of redact: it generates a
+// large dense JSON document (employees and gifts with nested recipients),
+// then downloads it repeatedly through two Caddy routes — reverse_proxy
+// alone, and redact + reverse_proxy — interleaved A/B, and prints the
+// median time of each and their ratio. Everything is on 127.0.0.1 and
+// bounded by -rounds.
+//
+//	go run ./bench/download -url-plain http://127.0.0.1:18480/plain/doc.json -url-redact http://127.0.0.1:18480/redact/doc.json
+//	go run ./bench/download -gen bench/out/doc.json -size 64   # write the document (MiB)
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+)
+
+func main() {
+	gen := flag.String("gen", "", "write the document to this file and exit")
+	sizeMiB := flag.Int("size", 64, "document size in MiB (with -gen)")
+	plain := flag.String("url-plain", "", "URL without redact")
+	redacted := flag.String("url-redact", "", "URL with redact")
+	rounds := flag.Int("rounds", 10, "downloads of each variant (at most 100)")
+	flag.Parse()
+	if *gen != "" {
+		if err := generate(*gen, *sizeMiB<<20); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if *plain == "" || *redacted == "" || *rounds < 1 || *rounds > 100 {
+		log.Fatal("need -url-plain, -url-redact and 1 <= -rounds <= 100")
+	}
+	client := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	var tPlain, tRedact []time.Duration
+	var bytesPlain, bytesRedact int64
+	for i := 0; i < *rounds; i++ {
+		order := []string{*plain, *redacted}
+		if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, u := range order {
+			d, n, err := fetch(client, u)
+			if err != nil {
+				log.Fatal(err)
+			}
+			if u == *plain {
+				tPlain, bytesPlain = append(tPlain, d), n
+			} else {
+				tRedact, bytesRedact = append(tRedact, d), n
+			}
+		}
+	}
+	mp, mr := median(tPlain), median(tRedact)
+	fmt.Printf("plain:  %d bytes, median %v (%.0f MB/s)\n", bytesPlain, mp, float64(bytesPlain)/mp.Seconds()/1e6)
+	fmt.Printf("redact: %d bytes, median %v (%.0f MB/s)\n", bytesRedact, mr, float64(bytesRedact)/mr.Seconds()/1e6)
+	fmt.Printf("time ratio redact/plain (median of %d rounds): %.2f\n", *rounds, float64(mr)/float64(mp))
+}
+
+func fetch(c *http.Client, url string) (time.Duration, int64, error) {
+	start := time.Now()
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	if resp.StatusCode != 200 {
+		return 0, 0, fmt.Errorf("%s: status %d", url, resp.StatusCode)
+	}
+	return time.Since(start), n, nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// generate writes a dense API document: short strings, about one string
+// every 12 bytes, PII in names, emails and phones.
+func generate(path string, size int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprint(w, `{"employees":[`)
+	n := 0
+	for i := 0; n < size; i++ {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		k, _ := fmt.Fprintf(w, `{"id":"e%d","name":"Ann Lee %d","email":"ann%d@acme.test","phone":"+1 415 555 %04d","dept":"ops","gifts":[{"id":"g%d","sku":"mug","recipient":{"name":"Bo %d","email":"bo%d@ex.test"},"st":"ok"}]}`, i, i, i, i%10000, i, i, i)
+		n += k + 1
+	}
+	fmt.Fprint(w, `]}`)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}

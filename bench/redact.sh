@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End-to-end cost of redact: download a large dense JSON document through
+# reverse_proxy with and without redact, A/B interleaved, in one run.
+#
+#   bench/redact.sh                  # 64 MiB document, 10 rounds
+#   SIZE=16 ROUNDS=6 bench/redact.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=bench/out
+SIZE=${SIZE:-64}
+ROUNDS=${ROUNDS:-10}
+PORT=${PORT:-18480}
+UPSTREAM=${UPSTREAM:-18481}
+mkdir -p "$OUT"
+go build -o "$OUT/caddy" ./cmd/caddy
+go build -o "$OUT/download" ./bench/download
+[ -s "$OUT/doc.json" ] && [ "$(($(stat -c %s "$OUT/doc.json") >> 20))" -ge "$SIZE" ] || "$OUT/download" -gen "$OUT/doc.json" -size "$SIZE"
+cat >"$OUT/redact.caddyfile" <<CFG
+{
+	admin off
+	auto_https off
+	default_bind 127.0.0.1
+}
+http://:$UPSTREAM {
+	root * $PWD/$OUT
+	file_server
+}
+http://:$PORT {
+	handle_path /plain/* {
+		reverse_proxy 127.0.0.1:$UPSTREAM
+	}
+	handle_path /redact/* {
+		redact
+		reverse_proxy 127.0.0.1:$UPSTREAM
+	}
+}
+CFG
+timeout 600 "$OUT/caddy" run --config "$OUT/redact.caddyfile" --adapter caddyfile >"$OUT/redact.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/plain/doc.json" -r 0-0 2>/dev/null && break; sleep 0.2; done
+"$OUT/download" -rounds "$ROUNDS" -url-plain "http://127.0.0.1:$PORT/plain/doc.json" -url-redact "http://127.0.0.1:$PORT/redact/doc.json"
