@@ -172,6 +172,9 @@ func sortedNames(m map[string]*keyring.Record) []string {
 // setup builds the fixture once and starts Caddy with it.
 func setup(t *testing.T) *fixture {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: starts Caddy")
+	}
 	fixtureOnce.Do(func() { theFixture = buildFixture(t) })
 	if theFixture == nil {
 		t.Fatal("fixture failed")

@@ -80,6 +80,9 @@ func gz(s string) []byte {
 
 func setup(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: starts Caddy")
+	}
 	setupOnce.Do(func() {
 		var err error
 		dir, err = os.MkdirTemp("", "scopegate-redact-")

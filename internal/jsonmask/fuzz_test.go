@@ -359,11 +359,13 @@ func FuzzNoLeak(f *testing.F) {
 		chunk := int(in[1]) % 17
 		g := &leakGen{in: in[3:]}
 		g.value(false, 0)
-		for g.pos < len(g.in) && len(g.b) < 1<<16 {
-			// More members inside a final wrapper array.
+		if g.pos < len(g.in) {
+			// More values: a flat top-level array of them.
 			g.b = append([]byte{'['}, g.b...)
-			g.b = append(g.b, ',')
-			g.value(false, 0)
+			for g.pos < len(g.in) && len(g.b) < 1<<16 {
+				g.b = append(g.b, ',')
+				g.value(false, 0)
+			}
 			g.b = append(g.b, ']')
 		}
 		doc := g.b

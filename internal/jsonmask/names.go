@@ -88,6 +88,11 @@ func normalizeString(s string) string {
 type nameMatcher struct {
 	trans []uint16 // node<<8 | byte -> next node; 0: no match; hitBit: a suffix matched
 	exact []bool   // per node: an exact name ends here
+	// A compact copy for the ASCII fast path (rows of 128, uint8 node ids,
+	// about 16 KiB for the pii preset, so it stays in L1); nil when the trie
+	// has more than 255 nodes.
+	ascii      []uint8
+	asciiExact []bool
 }
 
 const (
@@ -155,6 +160,40 @@ func (nb *nameBuilder) build() *nameMatcher {
 			}
 		}
 	}
+	// Compact ASCII table: ids 1..127 for nodes that need a row, ids
+	// 128..255 for suffix-terminal nodes (the walk stops there, so they need
+	// no row and the hit is the id's high bit).
+	ids := make([]int, len(nodes))
+	rows, hits := 1, 128
+	for id := rootNode; id < len(nodes); id++ {
+		if nodes[id].suffix && id != rootNode {
+			ids[id] = hits
+			hits++
+		} else {
+			rows++
+			ids[id] = rows - 1
+		}
+	}
+	if rows <= 128 && hits <= 256 {
+		m.ascii = make([]uint8, rows<<7)
+		m.asciiExact = make([]bool, rows)
+		for id := rootNode; id < len(nodes); id++ {
+			if ids[id] >= 128 {
+				continue
+			}
+			m.asciiExact[ids[id]] = nodes[id].exact
+			for b := 0; b < 0x80; b++ {
+				nb := normASCII[b]
+				if nb == 0 && b != 0 {
+					m.ascii[ids[id]<<7|b] = uint8(ids[id]) // separator: stay
+					continue
+				}
+				if nx, ok := nodes[id].child[nb]; ok {
+					m.ascii[ids[id]<<7|b] = uint8(ids[nx])
+				}
+			}
+		}
+	}
 	return m
 }
 
@@ -162,6 +201,19 @@ func (nb *nameBuilder) build() *nameMatcher {
 // pure ASCII without escapes (the fast path): normalisation happens in the
 // transition table, nothing is copied.
 func (m *nameMatcher) matchRaw(raw []byte) bool {
+	if t := m.ascii; t != nil {
+		node := uint8(rootNode)
+		for k := len(raw) - 1; k >= 0; k-- {
+			node = t[int(node&0x7f)<<7|int(raw[k]&0x7f)]
+			if node >= 0x80 {
+				return true
+			}
+			if node == 0 {
+				return false
+			}
+		}
+		return m.asciiExact[node&0x7f]
+	}
 	node := uint16(rootNode)
 	t := m.trans
 	for k := len(raw) - 1; k >= 0; k-- {

@@ -43,6 +43,9 @@ func init() {
 
 var bomBytes = [3]byte{0xEF, 0xBB, 0xBF}
 
+// Static texts hashed for booleans (a []byte conversion would allocate).
+var litTrue, litFalse = []byte("true"), []byte("false")
+
 func (s *Stream) run(p []byte) {
 	n := len(p)
 	i := 0
@@ -554,7 +557,11 @@ func (s *Stream) beginScalar(p []byte, i int, d disp, lit string) {
 	case StrategyHash:
 		s.startHash()
 		if lit != "" {
-			s.hm.Write([]byte(lit))
+			if lit == "true" {
+				s.hm.Write(litTrue)
+			} else {
+				s.hm.Write(litFalse)
+			}
 			s.emitToken()
 			return
 		}

@@ -206,8 +206,9 @@ func TestConcurrentStreams(t *testing.T) {
 // TestAllocations checks that a reused stream allocates nothing per
 // document, whatever its size.
 func TestAllocations(t *testing.T) {
-	doc := denseDoc(256 << 10)
-	for _, o := range []Options{{}, {Detect: []string{"email", "phone"}}, {Strategy: "hash"}, {Strategy: "partial"},
+	doc := append(denseDoc(256<<10), ` `...)
+	doc = append(doc[:len(doc)-2], `,"name":[true,false,1.5,"x"]} `...)
+	for _, o := range []Options{{}, {Detect: []string{"email", "phone"}}, {Strategy: "hash"}, {Strategy: "partial"}, {Strategy: "null"},
 		{Strategy: "remove", Paths: []string{"$.**.tags"}, Keep: []string{"$.company"}}} {
 		cfg := opts(o)
 		s := cfg.NewStream(io.Discard)
