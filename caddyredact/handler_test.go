@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func provisioned(t *testing.T, h *Redact) *Redact {
@@ -59,4 +60,38 @@ func TestProvisionErrors(t *testing.T) {
 		}
 		cancel()
 	}
+}
+
+// TestFieldsPlaceholderAndMetrics: {http.redact.fields} counts the masked
+// values of the response, and the counters grow by as much.
+func TestFieldsPlaceholderAndMetrics(t *testing.T) {
+	h := provisioned(t, &Redact{})
+	before := counterValue(t)
+	w := httptest.NewRecorder()
+	repl := caddy.NewReplacer()
+	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), repl, w, nil)
+	body := `{"name":"Ada","email":"a@b.test","phone":"+1 415 555 0101","n":1}`
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		_, err := w.Write([]byte(body))
+		return err
+	})
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := repl.Get("http.redact.fields"); v != int64(3) {
+		t.Errorf("{http.redact.fields} = %v", v)
+	}
+	if got := counterValue(t) - before; got != 3 {
+		t.Errorf("scopegate_redact_fields_total grew by %v", got)
+	}
+}
+
+func counterValue(t *testing.T) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := redactFieldsTotal.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
