@@ -23,10 +23,14 @@ func emptyAuthPlaceholders(name string) (any, bool) {
 
 // setAuthPlaceholders adds one provider over the cached key for an allowed
 // request: the values are boxed once per key (or rule), so a lookup
-// allocates nothing; the only allocations are the closure and, when an
-// account was named, its boxed string.
+// allocates nothing. The only allocation is the closure, plus the boxed
+// account when a key valid for all accounts names one (a restricted key's
+// accounts are boxed with the record).
 func setAuthPlaceholders(repl *caddy.Replacer, k *keyring.Key, rule *compiledRule, account string) {
-	var accountValue any = account
+	accountValue := k.AccountValue(account)
+	if accountValue == nil {
+		accountValue = account
+	}
 	repl.Map(func(name string) (any, bool) {
 		switch name {
 		case "http.auth.user.id", "http.auth.key.id":

@@ -55,9 +55,7 @@ func checkURL(u *url.URL) string {
 	}
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
-		case c < 0x20 || c >= 0x7f:
-			return reasonPathChar
-		case c == '\\' || c == ';' || c == '%' || c == '?' || c == '#':
+		case byteClass[c]&classPathBad != 0:
 			return reasonPathChar
 		case c == '/':
 			if i+1 < len(p) && p[i+1] == '/' {
@@ -190,20 +188,43 @@ func checkConnection(values []string) string {
 // whitespace, comma or control character.
 func isCleanValue(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == ',' || c == 0x7f {
+		if byteClass[s[i]]&classValueBad != 0 {
 			return false
 		}
 	}
 	return true
 }
 
+// byteClass tables the per-byte tests of the request checks: one load per
+// byte on the request path instead of a chain of comparisons.
+var byteClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		if b <= ' ' || b == ',' || b == 0x7f {
+			t[c] |= classValueBad
+		}
+		if !((b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-') {
+			t[c] |= classNotHeaderName
+		}
+		if b < 0x20 || b >= 0x7f || b == '\\' || b == ';' || b == '%' || b == '?' || b == '#' {
+			t[c] |= classPathBad
+		}
+	}
+	return t
+}()
+
+const (
+	classValueBad      = 1 << iota // whitespace, comma, control: not in a key or account
+	classNotHeaderName             // not a letter, digit or "-"
+	classPathBad                   // control, non-ASCII, \ ; % ? #: not in a decoded path
+)
+
 // isPlainHeaderName reports whether a header name has only letters, digits
 // and "-". Others (X~Key~Id) are aliases that CGI-style upstreams fold onto
 // real names.
 func isPlainHeaderName(name string) bool {
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-') {
+		if byteClass[name[i]]&classNotHeaderName != 0 {
 			return false
 		}
 	}

@@ -25,6 +25,7 @@ type Key struct {
 	scopes           []Scope
 	allAccounts      bool
 	accounts         []string
+	accountValues    []any // accounts, boxed once for the account placeholder
 	binding          *Binding
 	notBefore        time.Time
 	expiresAt        time.Time
@@ -88,6 +89,17 @@ func (k *Key) AllowsAccount(account string) bool {
 		}
 	}
 	return false
+}
+
+// AccountValue returns the listed account equal to account, boxed once per
+// record, or nil when the key does not list it (an unrestricted key).
+func (k *Key) AccountValue(account string) any {
+	for i, a := range k.accounts {
+		if a == account {
+			return k.accountValues[i]
+		}
+	}
+	return nil
 }
 
 // Binding returns the key's certificate binding, or nil when it has none.

@@ -131,6 +131,9 @@ func Compile(r *Record) (*Key, error) {
 			}
 		}
 		k.accounts = slices.Clone(r.Accounts)
+		for _, a := range k.accounts {
+			k.accountValues = append(k.accountValues, a)
+		}
 	}
 	if r.ClientCert != nil && !r.ClientCert.Empty() {
 		b, err := compileBinding(r.ClientCert)
