@@ -157,6 +157,22 @@ func setup(t *testing.T) {
 				_, _ = io.WriteString(w, `{"id":1,"email":"ada@acme`)
 				// the handler returns: net/http closes the connection short
 			},
+			"/deep": raw(200, "application/json", "", []byte(strings.Repeat("[", 100000)+strings.Repeat("]", 100000))),
+			"/hints": func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Link", "</style.css>; rel=preload")
+				w.WriteHeader(http.StatusEarlyHints)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, employees)
+			},
+			"/longstring": func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, `{"notes":"`)
+				chunk := bytes.Repeat([]byte("a"), 1<<20)
+				for i := 0; i < 32; i++ {
+					_, _ = w.Write(chunk)
+				}
+				_, _ = io.WriteString(w, `","email":"ada@acme.test","n":1e400,"z":-0}`)
+			},
 			"/huge": func(w http.ResponseWriter, r *http.Request) {
 				// About 256 MiB of JSON, streamed (chunked, no Content-Length).
 				w.Header().Set("Content-Type", "application/json")
@@ -536,5 +552,28 @@ func TestHugeBodyBoundedMemory(t *testing.T) {
 	t.Logf("streamed %d MiB, peak heap in use %d MiB", n>>20, peak.Load()>>20)
 	if peak.Load() > 96<<20 {
 		t.Errorf("peak heap %d MiB while streaming: the body is being held", peak.Load()>>20)
+	}
+}
+
+// TestHostileShapes: 100 000 levels of nesting is refused cleanly; a 32 MiB
+// string streams through; odd numbers are copied byte for byte; 1xx early
+// hints pass.
+func TestHostileShapes(t *testing.T) {
+	setup(t)
+	if r := get(t, "GET", "/deep"); r.status != 502 {
+		t.Errorf("deep nesting: %d", r.status)
+	}
+	r := get(t, "GET", "/longstring")
+	if r.status != 200 || len(r.body) < 32<<20 || !strings.HasSuffix(r.body, `","email":"[REDACTED]","n":1e400,"z":-0}`) {
+		t.Errorf("long string: %d, %d bytes, ends %q", r.status, len(r.body), r.body[max(0, len(r.body)-60):])
+	}
+	r = get(t, "GET", "/hints")
+	if r.status != 200 {
+		t.Errorf("early hints: %d", r.status)
+	}
+	noSecrets(t, "early hints", r.body)
+	// The next request still works.
+	if r := get(t, "GET", "/json"); r.status != 200 {
+		t.Errorf("after the hostile requests: %d", r.status)
 	}
 }
