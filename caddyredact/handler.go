@@ -39,8 +39,8 @@ func (h *Redact) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		// (our Write refused the body, or the upstream broke off). Before
 		// anything was sent, that becomes a clean 502.
 		if rec := recover(); rec != nil {
+			_ = mw.stopDecoder() // first: it may still own the output
 			if rec == http.ErrAbortHandler && !mw.committed {
-				mw.stopDecoder()
 				err = mw.refuse(mw.errOr(errors.New("redact: upstream response aborted")))
 				return
 			}

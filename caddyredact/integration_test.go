@@ -148,6 +148,8 @@ func setup(t *testing.T) {
 			"/invalid":    raw(200, "application/json", "", []byte(`{"email":"ada@acme.test",,}`)),
 			"/invalidbig": raw(200, "application/json", "", []byte(big[:len(big)-2]+`,,"email":"ada@acme.test"}`)),
 			"/big":        raw(200, "application/json", "", []byte(big)),
+			"/gzipbig":    raw(200, "application/json", "gzip", gz(big)),
+			"/gzipbad":    raw(200, "application/json", "gzip", append(gz(big)[:5000], 0, 1, 2)),
 			"/partial":    raw(206, "application/json", "", []byte(`{"email":"ada@acme.test"}`)),
 			"/nocontent":  raw(204, "application/json", "", nil),
 			"/notmod":     raw(304, "application/json", "", nil),
@@ -553,6 +555,21 @@ func TestHugeBodyBoundedMemory(t *testing.T) {
 	if peak.Load() > 96<<20 {
 		t.Errorf("peak heap %d MiB while streaming: the body is being held", peak.Load()>>20)
 	}
+}
+
+// TestEncodedPastBuffer: a gzip body larger than max_buffer is decoded and
+// masked while streaming; a corrupt one is refused or aborted, never leaked.
+func TestEncodedPastBuffer(t *testing.T) {
+	setup(t)
+	r := get(t, "GET", "/small/gzipbig")
+	if r.status != 200 || r.err != nil || strings.Contains(r.body, "Ada") || !strings.HasSuffix(r.body, `{"name":"[REDACTED]"}]}`) {
+		t.Errorf("gzip past max_buffer: %d %v, %d bytes", r.status, r.err, len(r.body))
+	}
+	r = get(t, "GET", "/small/gzipbad")
+	if r.err == nil && r.status == 200 {
+		t.Errorf("corrupt gzip answered 200 completely")
+	}
+	noSecrets(t, "corrupt gzip", r.body)
 }
 
 // TestHostileShapes: 100 000 levels of nesting is refused cleanly; a 32 MiB

@@ -183,8 +183,20 @@ func (mw *maskWriter) stopDecoder() error {
 
 // Write takes body bytes from the handler behind.
 func (mw *maskWriter) Write(p []byte) (int, error) {
+	if mw.pipe != nil {
+		// A decoder goroutine owns the masker and the output until finish
+		// stops it: only the pipe is touched here (its error reports a
+		// refusal).
+		if _, err := mw.pipe.Write(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	if mw.state == stateHeader {
 		mw.WriteHeader(http.StatusOK)
+	}
+	if mw.pipe != nil { // WriteHeader started a decoder
+		return mw.Write(p)
 	}
 	switch mw.state {
 	case statePass:
@@ -199,13 +211,6 @@ func (mw *maskWriter) Write(p []byte) (int, error) {
 		return 0, mw.cause
 	case stateSniff:
 		return mw.sniffWrite(p)
-	}
-	if mw.pipe != nil {
-		if _, err := mw.pipe.Write(p); err != nil {
-			mw.fail(mw.status, err)
-			return 0, mw.cause
-		}
-		return len(p), nil
 	}
 	return maskerInput{mw}.Write(p)
 }
@@ -419,13 +424,13 @@ func (mw *maskWriter) ReadFrom(r io.Reader) (int64, error) {
 // flushes what is masked so far. While a decoder goroutine owns the output,
 // or before anything is decided, it does nothing.
 func (mw *maskWriter) FlushError() error {
+	if mw.pipe != nil {
+		return nil
+	}
 	switch mw.state {
 	case statePass:
 		return http.NewResponseController(mw.ResponseWriter).Flush()
 	case stateMask:
-		if mw.pipe != nil {
-			return nil
-		}
 		mw.commit()
 		return http.NewResponseController(mw.ResponseWriter).Flush()
 	}
