@@ -116,6 +116,10 @@ func setup(t *testing.T) {
 				if enc != "" {
 					w.Header().Set("Content-Encoding", enc)
 				}
+				// A known length: reverse_proxy then does not flush after
+				// every read, so the buffer phase (and a clean 502) does
+				// not depend on how the body happened to be split.
+				w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 				w.WriteHeader(status)
 				_, _ = w.Write(body)
 			}
