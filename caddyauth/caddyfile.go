@@ -4,9 +4,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 )
 
 func init() {
@@ -26,7 +29,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	scoped_auth [<matcher>] {
-//		keys_file <path>
+//		keys_file <path>                   # the keys file store, or:
+//		redis <url>                        # the fleet store: redis://[user:password@]host:port/db, rediss:// for TLS
+//		cache_ttl <duration>               # with redis: how long lookups are cached (default 30s)
 //		header <name>                      # default Authorization ("Bearer <key>")
 //		account header <name> | query <name> | path_segment <n> | placeholder <{placeholder}>
 //		require_client_cert
@@ -36,8 +41,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rule <methods|*> <path> <permission|authenticated|public>
 //	}
 //
-// <methods> is a comma-separated list of upper-case methods (GET,HEAD) or *.
-// Rules are tried in order; a request that matches none is denied.
+// Exactly one of keys_file and redis is required. <methods> is a
+// comma-separated list of upper-case methods (GET,HEAD) or *. Rules are
+// tried in order; a request that matches none is denied.
 func (h *ScopedAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -49,6 +55,31 @@ func (h *ScopedAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.KeysFile) {
 				return d.ArgErr()
 			}
+			if h.Redis != "" {
+				return d.Err("keys_file and redis are two key stores: set only one")
+			}
+		case "redis":
+			if !d.AllArgs(&h.Redis) {
+				return d.ArgErr()
+			}
+			if h.KeysFile != "" {
+				return d.Err("keys_file and redis are two key stores: set only one")
+			}
+			if !strings.Contains(h.Redis, "{") { // a placeholder is checked when provisioning
+				if _, err := keyring.ParseRedisURL(h.Redis); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+		case "cache_ttl":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur < minCacheTTL {
+				return d.Errf("cache_ttl %q: want a duration of at least %v, such as 30s", v, minCacheTTL)
+			}
+			h.CacheTTL = caddy.Duration(dur)
 		case "header":
 			if !d.AllArgs(&h.Header) {
 				return d.ArgErr()
@@ -113,6 +144,12 @@ func (h *ScopedAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if len(h.Rules) == 0 {
 		return d.Err("scoped_auth needs at least one rule: a request that matches no rule is denied")
+	}
+	switch {
+	case h.KeysFile == "" && h.Redis == "":
+		return d.Err("scoped_auth needs a key store: keys_file <path> or redis <url>")
+	case h.CacheTTL != 0 && h.Redis == "":
+		return d.Err("cache_ttl applies to the redis store only (the keys file is held in memory)")
 	}
 	return nil
 }

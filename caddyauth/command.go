@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	neturl "net/url"
 	"os"
 	"slices"
@@ -30,12 +31,14 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "scoped-key",
-		Usage: "new|list|revoke|rotate --keys FILE ...",
+		Usage: "new|list|revoke|rotate (--keys FILE | --redis URL) ...",
 		Short: "Creates, lists, revokes and rotates scoped API keys",
 		Long: `
 Manages the keys that the scoped_auth handler accepts, in a keys file
-(--keys FILE; the same file as scoped_auth's keys_file) or, later, in the
-Redis fleet store (--redis URL; not available yet).
+(--keys FILE; the same file as scoped_auth's keys_file) or in the Redis
+fleet store (--redis URL; the same URL as scoped_auth's redis, e.g.
+redis://:PASSWORD@10.0.0.5:6379/0 or rediss://... for TLS; a placeholder
+such as '{env.REDIS_URL}' keeps the password off the command line).
 
   new     creates a key (or, with --no-secret, a certificate principal) and
           prints the plaintext key once, on stdout
@@ -47,6 +50,10 @@ Edits of a keys file take an exclusive lock on FILE.lock, check the result
 with the server's own parser, and replace the file atomically with the
 same owner, group and mode (0600 for a new file). A running Caddy picks the
 change up within about a second.
+
+Edits in Redis are atomic scripts that check the record's version, bump
+it, keep the certificate index consistent and announce the change on
+scopegate:keys: every Caddy evicts it from its cache within milliseconds.
 
 On any error the command exits non-zero with a one-line reason on stderr.
 The plaintext key is printed only by new and rotate, and never logged.
@@ -78,9 +85,9 @@ type scopedKeyChange struct {
 	Store   string // e.g. "file /etc/caddy/keys.json"
 }
 
-// keyEditor is a key store as the CLI edits it. The keys file implements it
-// today; a Redis implementation (SPEC section 5: a transaction per change
-// and an announcement on scopegate:keys) slots in behind openEditor.
+// keyEditor is a key store as the CLI edits it: the keys file
+// (keyFileEditor) or Redis (keyRedisEditor: an atomic script per change and
+// an announcement on scopegate:keys, SPEC section 5).
 type keyEditor interface {
 	// List returns every record, in store order.
 	List(ctx context.Context) ([]*keyring.Record, error)
@@ -145,6 +152,27 @@ func (e keyFileEditor) Update(_ context.Context, id string, fn func(*keyring.Rec
 	})
 }
 
+// keyRedisEditor edits the Redis fleet store through keyring.RedisEditor.
+type keyRedisEditor struct{ ed *keyring.RedisEditor }
+
+func (e keyRedisEditor) String() string { return "redis " + e.ed.String() }
+
+func (e keyRedisEditor) Close() error { return e.ed.Close() }
+
+func (e keyRedisEditor) List(ctx context.Context) ([]*keyring.Record, error) { return e.ed.List(ctx) }
+
+func (e keyRedisEditor) Create(ctx context.Context, rec *keyring.Record) error {
+	err := e.ed.Create(ctx, rec)
+	if errors.Is(err, keyring.ErrExists) {
+		return errDuplicateID
+	}
+	return err
+}
+
+func (e keyRedisEditor) Update(ctx context.Context, id string, fn func(*keyring.Record) error) error {
+	return e.ed.Update(ctx, id, fn)
+}
+
 // attach adds the subcommands to the scoped-key command.
 func (c *scopedKeyCLI) attach(cmd *cobra.Command) {
 	cmd.Args = cobra.ArbitraryArgs
@@ -157,7 +185,7 @@ func (c *scopedKeyCLI) attach(cmd *cobra.Command) {
 	cmd.SilenceUsage = true
 
 	newCmd := &cobra.Command{
-		Use:   "new --keys FILE --scope SCOPE [--scope SCOPE]... [flags]",
+		Use:   "new (--keys FILE | --redis URL) --scope SCOPE [--scope SCOPE]... [flags]",
 		Short: "Creates a key and prints it, once, on stdout",
 		Long: `
 Creates a key record (version 1) and prints only the plaintext key on
@@ -211,11 +239,12 @@ Times: --not-before and --expires take an RFC 3339 time
 	fl.Bool("no-secret", false, "create a certificate principal (no key; prints the id)")
 
 	listCmd := &cobra.Command{
-		Use:   "list --keys FILE",
+		Use:   "list (--keys FILE | --redis URL)",
 		Short: "Prints every record, one JSON object per line, without hashes",
 		Long: `
-Prints every record of the store, in store order, one JSON object per
-line: the record as stored without hash and previous_hash.
+Prints every record of the store, one JSON object per line: the record as
+stored without hash and previous_hash. A keys file is listed in file
+order; Redis in id order (walked with SCAN, which never blocks Redis).
 `,
 		Args: skNoArgs,
 		RunE: c.run(c.runList),
@@ -223,7 +252,7 @@ line: the record as stored without hash and previous_hash.
 	skStoreFlags(listCmd)
 
 	revokeCmd := &cobra.Command{
-		Use:   "revoke --keys FILE ID",
+		Use:   "revoke (--keys FILE | --redis URL) ID",
 		Short: "Disables a key or principal for good",
 		Long: `
 Disables the record with this id and increases its version. The record
@@ -236,7 +265,7 @@ Revoking an already revoked key changes nothing and succeeds.
 	skStoreFlags(revokeCmd)
 
 	rotateCmd := &cobra.Command{
-		Use:   "rotate --keys FILE ID [--grace DURATION]",
+		Use:   "rotate (--keys FILE | --redis URL) ID [--grace DURATION]",
 		Short: "Gives a key a new secret and prints it, once, on stdout",
 		Long: `
 Issues a new secret for the key with this id (same id, scopes, accounts and
@@ -264,7 +293,7 @@ func skStoreFlags(cmd *cobra.Command) {
 		usage = "the keys `FILE` (scoped_auth's keys_file; created with mode 0600 if missing)"
 	}
 	cmd.Flags().String("keys", "", usage)
-	cmd.Flags().String("redis", "", "the Redis fleet store `URL` (not available yet)")
+	cmd.Flags().String("redis", "", "the Redis fleet store `URL` (scoped_auth's redis; redis:// or rediss://, placeholders such as {env.REDIS_URL} expanded)")
 }
 
 func skNoArgs(cmd *cobra.Command, args []string) error {
@@ -314,11 +343,22 @@ func (c *scopedKeyCLI) openEditor(cmd *cobra.Command) (keyEditor, error) {
 	case keys != "" && redis != "":
 		return nil, errors.New("give either --keys or --redis, not both")
 	case redis != "":
-		return nil, errors.New("--redis: the Redis fleet store is not available yet; use --keys FILE")
+		ed, err := keyring.OpenRedisEditor(caddy.NewReplacer().ReplaceKnown(redis, ""))
+		if err != nil {
+			return nil, fmt.Errorf("--redis: %w", err)
+		}
+		return keyRedisEditor{ed}, nil
 	case keys != "":
 		return keyFileEditor{path: keys}, nil
 	}
-	return nil, errors.New("no store: give --keys FILE (or, later, --redis URL)")
+	return nil, errors.New("no store: give --keys FILE or --redis URL")
+}
+
+// closeEditor releases what an editor holds (Redis connections).
+func closeEditor(ed keyEditor) {
+	if c, ok := ed.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 func (c *scopedKeyCLI) committed(ed keyEditor, action, id string, version int64) {
@@ -337,6 +377,7 @@ func (c *scopedKeyCLI) runNew(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	defer closeEditor(ed)
 	fl := cmd.Flags()
 	str := func(name string) string { v, _ := fl.GetString(name); return v }
 	// Not GetStringArray: it round-trips through CSV and loses an empty value.
@@ -436,6 +477,7 @@ func (c *scopedKeyCLI) runList(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	defer closeEditor(ed)
 	recs, err := ed.List(cmd.Context())
 	if err != nil {
 		return err
@@ -474,6 +516,7 @@ func (c *scopedKeyCLI) runRevoke(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer closeEditor(ed)
 	var version int64
 	changed := false
 	err = ed.Update(cmd.Context(), id, func(r *keyring.Record) error {
@@ -511,6 +554,7 @@ func (c *scopedKeyCLI) runRotate(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer closeEditor(ed)
 	now := c.now()
 	var key string
 	var version int64

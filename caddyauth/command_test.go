@@ -387,7 +387,7 @@ func TestScopedKeyNewErrors(t *testing.T) {
 		{"no store", []string{"new", "--scope", "a:b"}},
 		{"no store", []string{"new", "--keys", "", "--scope", "a:b"}},
 		{"not both", []string{"new", "--keys", keys, "--redis", "redis://127.0.0.1:6379/0", "--scope", "a:b"}},
-		{"not available yet", []string{"new", "--redis", "redis://127.0.0.1:6379/0", "--scope", "a:b"}},
+		{"want redis:// or rediss://", []string{"new", "--redis", "http://127.0.0.1:6379/0", "--scope", "a:b"}},
 		{"at least one --scope", []string{"new", "--keys", keys}},
 		{`scope ""`, []string{"new", "--keys", keys, "--scope", ""}},
 		{`scope "Gifts:Read"`, []string{"new", "--keys", keys, "--scope", "Gifts:Read"}},
@@ -503,7 +503,7 @@ func TestScopedKeyList(t *testing.T) {
 	}
 	skFail(t, nil, "no such file", "list", "--keys", filepath.Join(t.TempDir(), "missing.json"))
 	skFail(t, nil, "no store", "list")
-	skFail(t, nil, "not available yet", "list", "--redis", "redis://x")
+	skFail(t, nil, "connection refused", "list", "--redis", "redis://127.0.0.1:1/0")
 	skFail(t, nil, "takes no arguments", "list", "--keys", keys, "extra")
 }
 
@@ -640,7 +640,7 @@ func TestScopedKeyRotate(t *testing.T) {
 	skFail(t, cli, "unknown key id", "rotate", "--keys", keys, "bbbbbbbbbbbbbbbb")
 	skFail(t, cli, "exactly one key id", "rotate", "--keys", keys)
 	skFail(t, cli, "not the key itself", "rotate", "--keys", keys, fourth)
-	skFail(t, cli, "not available yet", "rotate", "--redis", "redis://x", id)
+	skFail(t, cli, "connection refused", "rotate", "--redis", "redis://127.0.0.1:1/0", id)
 	if r := skRecord(t, keys, id); r.Version != 5 {
 		t.Errorf("failed rotations changed the record: %+v", r)
 	}

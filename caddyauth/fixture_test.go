@@ -24,6 +24,7 @@ import (
 
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 	"github.com/scopegate/scopegate/internal/testpki"
+	"github.com/scopegate/scopegate/internal/testredis"
 )
 
 // Ports of the integration server. The admin port differs from caddytest's
@@ -58,6 +59,11 @@ type fixture struct {
 	records  map[string]*keyring.Record
 	upstream *recorder
 	config   string // the Caddyfile loaded
+	// redisPort is where the Redis of the fleet site (redis_integration_test.go)
+	// listens once TestRedisFleet starts it; chosen free when the fixture is built.
+	redisPort         int
+	srvCert, srvKey   string
+	clientTrustBundle string
 }
 
 var (
@@ -369,6 +375,10 @@ https://localhost:%d {
 		auth(""), proxy,
 		requestPort, tlsBlock("request"), auth(""), proxy,
 		errorsPort, tlsBlock("verify_if_given"), auth(""), proxy)
+	// The fleet site: scoped_auth with the Redis store (redis_integration_test.go).
+	f.redisPort = must(testredis.FreePort())
+	f.srvCert, f.srvKey, f.clientTrustBundle = srvCert, srvKey, trust
+	config += redisSiteConfig(f, redisSitePort, "127.0.0.1", "A")
 	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, LoadRequestTimeout: 10 * time.Second, TestRequestTimeout: 10 * time.Second})
 	f.config = config
 	tc.InitServer(config, "caddyfile")

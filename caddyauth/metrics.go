@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 )
 
 // Collectors are created once per process and registered with every
@@ -13,6 +15,10 @@ var (
 	metricsOnce        sync.Once
 	authRequestsTotal  *prometheus.CounterVec
 	keysFileErrorTotal prometheus.Counter
+	authCacheTotal     *prometheus.CounterVec
+	// cacheCounters are authCacheTotal's series, resolved once, as the
+	// Redis store counts them.
+	cacheCounters keyring.CacheCounters
 )
 
 func initMetrics() {
@@ -25,6 +31,16 @@ func initMetrics() {
 			Name: "scopegate_keys_file_errors_total",
 			Help: "Failed attempts to load a changed keys file; the last good set stays in force.",
 		})
+		authCacheTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scopegate_auth_cache_total",
+			Help: "Key lookups of the Redis store, by outcome: hit and negative_hit (answered by the cache with a key, or with \"no such key\"), miss (answered by Redis), error (not answered: 503).",
+		}, []string{"outcome"})
+		cacheCounters = keyring.CacheCounters{
+			Hit:         authCacheTotal.WithLabelValues("hit"),
+			Miss:        authCacheTotal.WithLabelValues("miss"),
+			NegativeHit: authCacheTotal.WithLabelValues("negative_hit"),
+			Error:       authCacheTotal.WithLabelValues("error"),
+		}
 		bindCounters()
 	})
 }
@@ -34,7 +50,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{authRequestsTotal, keysFileErrorTotal} {
+	for _, c := range []prometheus.Collector{authRequestsTotal, keysFileErrorTotal, authCacheTotal} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

@@ -30,6 +30,24 @@ type ScopedAuth struct {
 	// second when it changes (a bad file then keeps the last good set).
 	KeysFile string `json:"keys_file,omitempty"`
 
+	// Redis is the URL of the fleet key store (SPEC section 5), instead of
+	// KeysFile (exactly one of the two is required):
+	// redis://[user:password@]host:port/db, or rediss://… for TLS (the
+	// server's certificate is verified against the system roots).
+	// Placeholders such as {env.REDIS_URL} are expanded. Records live at
+	// scopegate:key:<id>; every instance caches lookups for CacheTTL and
+	// drops an entry when its change is announced on scopegate:keys.
+	// Caddy starts while Redis is down; uncached keys then get 503
+	// store_unavailable until it is back.
+	Redis string `json:"redis,omitempty"`
+
+	// CacheTTL is how long a Redis lookup (a key, or the fact that an id
+	// does not exist) is cached, when no announcement evicts it earlier.
+	// It bounds how long a change whose announcement was lost, and how
+	// long a key cached before Redis became unreachable, keep being used.
+	// Default 30s; at least 100ms. Only with Redis.
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+
 	// Header is the request header that carries the key. Default
 	// "Authorization", which takes "Bearer <key>"; any other header takes
 	// the raw key and needs LogRedactionConfigured, because Caddy's access
@@ -64,6 +82,7 @@ type ScopedAuth struct {
 
 	store       keyring.Store
 	fileStore   *keyring.FileStore
+	redisKey    string // this handler's reference in redisStores
 	rules       []*compiledRule
 	keyHeader   string // canonical
 	bearer      bool
@@ -198,8 +217,15 @@ func (h *ScopedAuth) provisionRules() error {
 }
 
 func (h *ScopedAuth) provisionStore(ctx caddy.Context) error {
-	if h.KeysFile == "" {
-		return fmt.Errorf("no key store: set keys_file")
+	switch {
+	case h.KeysFile != "" && h.Redis != "":
+		return fmt.Errorf("keys_file and redis are two key stores: set only one")
+	case h.CacheTTL != 0 && h.Redis == "":
+		return fmt.Errorf("cache_ttl applies to the redis store only (the keys file is held in memory)")
+	case h.Redis != "":
+		return h.provisionRedis()
+	case h.KeysFile == "":
+		return fmt.Errorf("no key store: set keys_file or redis")
 	}
 	path := caddy.NewReplacer().ReplaceKnown(h.KeysFile, "")
 	fs, err := keyring.OpenFileStore(path)
@@ -240,6 +266,7 @@ func (h *ScopedAuth) Validate() error {
 var (
 	_ caddy.Provisioner           = (*ScopedAuth)(nil)
 	_ caddy.Validator             = (*ScopedAuth)(nil)
+	_ caddy.CleanerUpper          = (*ScopedAuth)(nil)
 	_ caddyhttp.MiddlewareHandler = (*ScopedAuth)(nil)
 	_ caddyfile.Unmarshaler       = (*ScopedAuth)(nil)
 )
