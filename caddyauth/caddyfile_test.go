@@ -19,8 +19,7 @@ func adapt(t testing.TB, body string) ([]byte, error) {
 	return out, err
 }
 
-func TestCaddyfileAdapt(t *testing.T) {
-	out, err := adapt(t, `:8080 {
+const caddyfileAdaptExample = `:8080 {
 	respond "hi"
 	scoped_auth {
 		keys_file /etc/caddy/keys.json
@@ -33,7 +32,10 @@ func TestCaddyfileAdapt(t *testing.T) {
 		rule GET,HEAD /v1/gifts* gifts:read
 		rule * /healthz public
 	}
-}`)
+}`
+
+func TestCaddyfileAdapt(t *testing.T) {
+	out, err := adapt(t, caddyfileAdaptExample)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,31 +44,9 @@ func TestCaddyfileAdapt(t *testing.T) {
 	if strings.Index(s, `"handler":"scoped_auth"`) > strings.Index(s, `"handler":"static_response"`) {
 		t.Errorf("scoped_auth is not ordered before respond: %s", s)
 	}
-	var cfg struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Routes []struct {
-						Handle []json.RawMessage `json:"handle"`
-					} `json:"routes"`
-				} `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &cfg); err != nil {
+	got, err := adaptedAuth(t, caddyfileAdaptExample)
+	if err != nil {
 		t.Fatal(err)
-	}
-	var got ScopedAuth
-	for _, srv := range cfg.Apps.HTTP.Servers {
-		for _, r := range srv.Routes {
-			for _, h := range r.Handle {
-				if strings.Contains(string(h), `"scoped_auth"`) {
-					if err := json.Unmarshal(h, &got); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-		}
 	}
 	if got.KeysFile != "/etc/caddy/keys.json" || got.Header != "X-Api-Key" || !got.LogRedactionConfigured ||
 		got.Account == nil || got.Account.PathSegment != 2 || !got.RequireClientCert || len(got.StripHeaders) != 2 ||
@@ -234,4 +214,42 @@ func TestValidateRefusesBadKeysFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), keys) || !strings.Contains(err.Error(), `scope "read_only" is a preset: store "*:read"`) {
 		t.Fatalf("validate: %v", err)
 	}
+}
+
+// adaptedAuth adapts a Caddyfile and returns its scoped_auth handler.
+func adaptedAuth(t *testing.T, body string) (*ScopedAuth, error) {
+	t.Helper()
+	out, err := adapt(t, body)
+	if err != nil {
+		return nil, err
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []json.RawMessage `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		for _, r := range srv.Routes {
+			for _, h := range r.Handle {
+				if strings.Contains(string(h), `"scoped_auth"`) {
+					var got ScopedAuth
+					if err := json.Unmarshal(h, &got); err != nil {
+						t.Fatal(err)
+					}
+					return &got, nil
+				}
+			}
+		}
+	}
+	t.Fatalf("no scoped_auth in %s", out)
+	return nil, nil
 }

@@ -20,44 +20,6 @@ import (
 	"github.com/scopegate/scopegate/internal/testredis"
 )
 
-// adaptedAuth adapts a Caddyfile and returns its scoped_auth handler.
-func adaptedAuth(t *testing.T, body string) (*ScopedAuth, error) {
-	t.Helper()
-	out, err := adapt(t, body)
-	if err != nil {
-		return nil, err
-	}
-	var cfg struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Routes []struct {
-						Handle []json.RawMessage `json:"handle"`
-					} `json:"routes"`
-				} `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	for _, srv := range cfg.Apps.HTTP.Servers {
-		for _, r := range srv.Routes {
-			for _, h := range r.Handle {
-				if strings.Contains(string(h), `"scoped_auth"`) {
-					var got ScopedAuth
-					if err := json.Unmarshal(h, &got); err != nil {
-						t.Fatal(err)
-					}
-					return &got, nil
-				}
-			}
-		}
-	}
-	t.Fatalf("no scoped_auth in %s", out)
-	return nil, nil
-}
-
 func TestCaddyfileRedis(t *testing.T) {
 	got, err := adaptedAuth(t, ":8080 {\n\tscoped_auth {\n\t\tredis rediss://scopegate:s3cret@redis.internal:6380/2\n\t\tcache_ttl 5s\n\t\trule * / authenticated\n\t}\n}\n")
 	if err != nil {
