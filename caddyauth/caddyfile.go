@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		strip_headers <name...>
 //		strip_credentials on|off           # default on: the key header is removed
 //		log_redaction_configured           # required with a header other than Authorization
+//		shadow                             # deny nothing: log and count what would be denied
 //		rule <methods|*> <path> <permission|authenticated|public>
 //	}
 //
@@ -120,6 +121,11 @@ func (h *ScopedAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				return d.Errf("strip_credentials %q: want on or off", v)
 			}
+		case "shadow":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Shadow = true
 		case "log_redaction_configured":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -29,6 +29,7 @@ const caddyfileAdaptExample = `:8080 {
 		require_client_cert
 		strip_headers X-Key-Id X-Account
 		strip_credentials off
+		shadow
 		rule GET,HEAD /v1/gifts* gifts:read
 		rule * /healthz public
 	}
@@ -50,7 +51,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 	}
 	if got.KeysFile != "/etc/caddy/keys.json" || got.Header != "X-Api-Key" || !got.LogRedactionConfigured ||
 		got.Account == nil || got.Account.PathSegment != 2 || !got.RequireClientCert || len(got.StripHeaders) != 2 ||
-		!got.KeepCredentials || len(got.Rules) != 2 || got.Rules[0].Methods[1] != "HEAD" || got.Rules[1].Methods != nil {
+		!got.KeepCredentials || !got.Shadow || len(got.Rules) != 2 || got.Rules[0].Methods[1] != "HEAD" || got.Rules[1].Methods != nil {
 		t.Errorf("adapted config: %+v", got)
 	}
 }
@@ -71,6 +72,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"header X_Api_Key":                        "letters, digits and -",
 		"bogus 1":                                 "unrecognized scoped_auth option",
 		"require_client_cert yes":                 "wrong argument count",
+		"shadow on":                               "wrong argument count",
 		"strip_headers":                           "wrong argument count",
 		"keys_file":                               "wrong argument count",
 		"rule GET /v1/{http.request.host} x:read": "do not support",

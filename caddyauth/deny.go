@@ -18,6 +18,9 @@ type outcome struct {
 	err       error
 	body      []byte
 	counter   prometheus.Counter
+	// shadowCounter counts the same outcome when shadow mode let the
+	// request through (result="shadow_<code>").
+	shadowCounter prometheus.Counter
 }
 
 const (
@@ -58,6 +61,7 @@ var (
 func bindCounters() {
 	for _, o := range allOutcomes {
 		o.counter = authRequestsTotal.WithLabelValues(o.code)
+		o.shadowCounter = authRequestsTotal.WithLabelValues("shadow_" + o.code)
 	}
 	allowedCounter = authRequestsTotal.WithLabelValues("allowed")
 	publicCounter = authRequestsTotal.WithLabelValues("public")

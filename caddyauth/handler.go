@@ -54,20 +54,20 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// (1) ambiguous requests
 	req, reason := h.inspect(r, repl)
 	if reason != "" {
-		return h.deny(w, r, badRequest, denial{reason: reason})
+		return h.deny(w, r, next, badRequest, denial{reason: reason})
 	}
 	// (2) early data: the handshake is not complete and the request could
 	// be a replay.
 	if r.TLS != nil && !r.TLS.HandshakeComplete && r.Method != http.MethodGet &&
 		r.Method != http.MethodHead && r.Method != http.MethodOptions {
-		return h.deny(w, r, tooEarly, denial{})
+		return h.deny(w, r, next, tooEarly, denial{})
 	}
 	h.stripInbound(r, req.stripHeaders)
 
 	// (3) the rule
 	rule := h.matchRule(r.Method, r.URL.Path)
 	if rule == nil {
-		return h.deny(w, r, noMatchingRule, denial{})
+		return h.deny(w, r, next, noMatchingRule, denial{})
 	}
 	// (4) public: no key needed, none looked at
 	if rule.public {
@@ -82,7 +82,7 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// (5) a verified client certificate, when required
 	chain := verifiedChain(r)
 	if h.RequireClientCert && chain == nil {
-		return h.deny(w, r, certRequired, d)
+		return h.deny(w, r, next, certRequired, d)
 	}
 
 	// (6) the key, or else a certificate principal
@@ -95,44 +95,44 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 			if k != nil {
 				d.keyID = k.ID
 			}
-			return h.deny(w, r, o, d)
+			return h.deny(w, r, next, o, d)
 		}
 		key = k
 	case chain != nil:
 		k, err := h.store.LookupPrincipal(r.Context(), chain)
 		if err != nil {
 			d.err = err
-			return h.deny(w, r, storeUnavailable, d)
+			return h.deny(w, r, next, storeUnavailable, d)
 		}
 		if k == nil {
-			return h.deny(w, r, missingKey, d)
+			return h.deny(w, r, next, missingKey, d)
 		}
 		key = k
 	default:
-		return h.deny(w, r, missingKey, d)
+		return h.deny(w, r, next, missingKey, d)
 	}
 	d.keyID = key.ID
 
 	// (7) the key's certificate binding
 	if b := key.Binding(); b != nil {
 		if chain == nil {
-			return h.deny(w, r, certRequired, d)
+			return h.deny(w, r, next, certRequired, d)
 		}
 		if !b.Matches(chain) {
-			return h.deny(w, r, certMismatch, d)
+			return h.deny(w, r, next, certMismatch, d)
 		}
 	}
 	// (8) disabled, not yet valid, expired
 	if !key.ValidAt(clk.forKey(key)) {
-		return h.deny(w, r, invalidKey, d)
+		return h.deny(w, r, next, invalidKey, d)
 	}
 	// (9) the permission
 	if !rule.authOnly && !key.Grants(rule.perm) {
-		return h.deny(w, r, insufficientScope, d)
+		return h.deny(w, r, next, insufficientScope, d)
 	}
 	// (10) the account
 	if !key.AllowsAccount(req.account) {
-		return h.deny(w, r, accountForbidden, d)
+		return h.deny(w, r, next, accountForbidden, d)
 	}
 
 	allowedCounter.Inc()

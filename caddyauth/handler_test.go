@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -310,5 +311,63 @@ func TestProvisionWarnsAboutShadowedRules(t *testing.T) {
 	warned := logs.FilterMessageSnippet("can never match").All()
 	if len(warned) != 1 || warned[0].ContextMap()["rule"] != int64(2) || warned[0].ContextMap()["shadowed_by"] != int64(1) {
 		t.Fatalf("warnings: %+v", logs.All())
+	}
+}
+
+// TestShadowMode: nothing is denied, what would be is logged and counted
+// apart, the key is still stripped and the placeholders are empty.
+func TestShadowMode(t *testing.T) {
+	env := newUnitEnv(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	env.h.logger = zap.New(core)
+	env.h.Shadow = true
+	var dm dto.Metric
+	_ = insufficientScope.shadowCounter.Write(&dm)
+	before := dm.GetCounter().GetValue()
+	_ = insufficientScope.counter.Write(&dm)
+	beforeEnforced := dm.GetCounter().GetValue()
+
+	w, r := env.request("POST", "/v1/gifts", nil, "Authorization", "Bearer "+env.keys["R"], "X-Account-ID", "acme-us", "X~Key~Id", "forged")
+	var seen *http.Request
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		seen = r
+		w.WriteHeader(201)
+		return nil
+	})
+	if err := env.h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	if seen == nil || w.Code != 201 {
+		t.Fatalf("shadow mode denied: %d", w.Code)
+	}
+	if seen.Header.Get("Authorization") != "" || seen.Header.Get("X~key~id") != "" || len(seen.Header.Values("X~Key~Id")) != 0 {
+		t.Errorf("headers reached next: %v", seen.Header)
+	}
+	repl := seen.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if v, _ := repl.GetString("http.auth.key.id"); v != "" {
+		t.Errorf("placeholder key id %q on a would-be denial", v)
+	}
+	if n := len(logs.FilterMessageSnippet("would be denied").All()); n != 1 {
+		t.Errorf("%d would-be-denied log lines", n)
+	}
+	_ = insufficientScope.shadowCounter.Write(&dm)
+	if dm.GetCounter().GetValue() != before+1 {
+		t.Error("shadow_insufficient_scope not counted")
+	}
+	_ = insufficientScope.counter.Write(&dm)
+	if dm.GetCounter().GetValue() != beforeEnforced {
+		t.Error("an enforced insufficient_scope was counted in shadow mode")
+	}
+	// Allowed requests are unchanged, placeholders included.
+	_, r = env.request("GET", "/v1/gifts", nil, "Authorization", "Bearer "+env.keys["R"], "X-Account-ID", "acme-us")
+	next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if v, _ := repl.GetString("http.auth.key.permission"); v != "gifts:read" {
+			t.Errorf("permission placeholder %q", v)
+		}
+		return nil
+	})
+	if err := env.h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -21,13 +21,21 @@ type denial struct {
 	err     error
 }
 
-// deny counts, logs and answers a refused request.
-func (h *ScopedAuth) deny(w http.ResponseWriter, r *http.Request, o *outcome, d denial) error {
-	o.counter.Inc()
+// deny counts, logs and answers a refused request. In shadow mode it only
+// counts and logs (at WARN, "request would be denied"), strips what a
+// passing request loses, and calls next with empty placeholders.
+func (h *ScopedAuth) deny(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, o *outcome, d denial) error {
 	if repl := replacerOf(r); repl != nil {
 		repl.Map(emptyAuthPlaceholders)
 	}
-	if c := h.logger.Check(zapcore.InfoLevel, "request denied"); c != nil {
+	msg, level := "request denied", zapcore.InfoLevel
+	if h.Shadow {
+		o.shadowCounter.Inc()
+		msg, level = "request would be denied (shadow mode)", zapcore.WarnLevel
+	} else {
+		o.counter.Inc()
+	}
+	if c := h.logger.Check(level, msg); c != nil {
 		fields := make([]zap.Field, 0, 9)
 		fields = append(fields, zap.String("error", o.code), zap.Int("status", o.status))
 		if d.reason != "" {
@@ -49,6 +57,10 @@ func (h *ScopedAuth) deny(w http.ResponseWriter, r *http.Request, o *outcome, d 
 			fields = append(fields, zap.NamedError("store_error", d.err))
 		}
 		c.Write(fields...)
+	}
+	if h.Shadow {
+		h.stripInbound(r, true)
+		return next.ServeHTTP(w, r)
 	}
 	challenge := ""
 	if o == insufficientScope && d.rule != nil {

@@ -76,6 +76,14 @@ type ScopedAuth struct {
 	// Header is not Authorization.
 	LogRedactionConfigured bool `json:"log_redaction_configured,omitempty"`
 
+	// Shadow evaluates every request as usual but denies none: a request
+	// that would be denied is logged at WARN ("request would be denied"),
+	// counted as scopegate_auth_requests_total{result="shadow_<code>"},
+	// stripped of the key and forged identity headers, and passed on with
+	// empty http.auth.* placeholders. For rolling out new rules; it
+	// enforces nothing, so it is off unless set explicitly.
+	Shadow bool `json:"shadow,omitempty"`
+
 	// Rules are tried in order; the first whose methods and path match
 	// decides the permission a request needs. At least one is required.
 	Rules []Rule `json:"rules,omitempty"`
@@ -124,6 +132,9 @@ func (h *ScopedAuth) Provision(ctx caddy.Context) error {
 	}
 	if err := h.provisionRules(); err != nil {
 		return err
+	}
+	if h.Shadow {
+		h.logger.Warn("shadow mode: scoped_auth logs and counts what it would deny, and denies nothing")
 	}
 	return h.provisionStore(ctx)
 }
