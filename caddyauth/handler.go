@@ -90,11 +90,12 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	var key *keyring.Key
 	switch {
 	case req.hasKey:
-		k, o := h.authenticateKey(r, req.key, &clk)
+		k, o, err := h.authenticateKey(r, req.key, &clk)
 		if o != nil {
 			if k != nil {
 				d.keyID = k.ID
 			}
+			d.err = err
 			return h.deny(w, r, next, o, d)
 		}
 		key = k
@@ -145,29 +146,29 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 // authenticateKey checks the presented key's shape and checksum before any
 // store lookup, then its secret in constant time. The returned key is set
 // whenever the id is known (for the denial log), even on failure.
-func (h *ScopedAuth) authenticateKey(r *http.Request, presented string, clk *clock) (*keyring.Key, *outcome) {
+func (h *ScopedAuth) authenticateKey(r *http.Request, presented string, clk *clock) (*keyring.Key, *outcome, error) {
 	sum := keyring.HashKey(presented) // hashed even when malformed: the cost does not depend on the key
 	id, ok := keyring.ParseKey(presented)
 	if !ok {
-		return nil, invalidKey
+		return nil, invalidKey, nil
 	}
 	k, err := h.store.Lookup(r.Context(), id)
 	if err != nil {
-		return nil, storeUnavailable
+		return nil, storeUnavailable, err // the store's error goes into the denial line
 	}
 	if k == nil || k.IsPrincipal() {
-		return nil, invalidKey
+		return nil, invalidKey, nil
 	}
 	match, previous := k.CheckSecret(&sum, clk.forKey(k))
 	if !match {
-		return k, invalidKey
+		return k, invalidKey, nil
 	}
 	if previous {
 		if c := h.logger.Check(zapcore.InfoLevel, "previous secret used during rotation grace period"); c != nil {
 			c.Write(zap.String("key_id", k.ID))
 		}
 	}
-	return k, nil
+	return k, nil, nil
 }
 
 func (h *ScopedAuth) matchRule(method, path string) *compiledRule {

@@ -147,6 +147,16 @@ func TestEarlyData(t *testing.T) {
 
 func TestStoreErrorIs503(t *testing.T) {
 	env := newUnitEnv(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	env.h.logger = zap.New(core)
+	defer func() {
+		// The denial line says why the store failed.
+		for _, e := range logs.FilterMessage("request denied").All() {
+			if e.ContextMap()["store_error"] == nil {
+				t.Errorf("denial without store_error: %v", e.ContextMap())
+			}
+		}
+	}()
 	env.h.store = failingStore{}
 	w, r := env.request("GET", "/v1/gifts", nil, "Authorization", "Bearer "+env.keys["R"])
 	if err := env.h.ServeHTTP(w, r, okHandler); err != nil {
