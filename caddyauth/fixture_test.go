@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,7 +141,7 @@ func secretKey(f *fixture, name string, rec keyring.Record) {
 func (f *fixture) writeKeys(t testing.TB, extra ...*keyring.Record) {
 	t.Helper()
 	var file keyring.File
-	for _, name := range sortedNames(f.records) {
+	for _, name := range slices.Sorted(maps.Keys(f.records)) {
 		file.Keys = append(file.Keys, f.records[name])
 	}
 	file.Keys = append(file.Keys, extra...)
@@ -158,21 +160,6 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-func sortedNames(m map[string]*keyring.Record) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	for i := range names {
-		for j := i + 1; j < len(names); j++ {
-			if names[j] < names[i] {
-				names[i], names[j] = names[j], names[i]
-			}
-		}
-	}
-	return names
 }
 
 // setup builds the fixture once and starts Caddy with it.

@@ -253,7 +253,7 @@ func (h *ScopedAuth) inspect(r *http.Request, repl *caddy.Replacer) (req request
 				req.key = "" // another scheme: a credential, but not a key
 			}
 		}
-		if strings.IndexByte(vals[0], ',') >= 0 || !isCleanValue(req.key) {
+		if strings.IndexByte(vals[0], ',') >= 0 || !keyring.CleanValue(req.key) {
 			return req, reasonKeyChars
 		}
 	default:
@@ -282,7 +282,7 @@ func (h *ScopedAuth) inspect(r *http.Request, repl *caddy.Replacer) (req request
 			req.account = repl.ReplaceAll(a.Placeholder, "")
 			req.hasAccount = req.account != ""
 		}
-		if req.hasAccount && (req.account == "" || !isCleanValue(req.account)) {
+		if req.hasAccount && (req.account == "" || !keyring.CleanValue(req.account)) {
 			return req, reasonAccountChars
 		}
 	}

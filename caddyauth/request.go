@@ -184,25 +184,11 @@ func checkConnection(values []string) string {
 	return ""
 }
 
-// isCleanValue reports whether a presented key or account has no
-// whitespace, comma or control character.
-func isCleanValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if byteClass[s[i]]&classValueBad != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // byteClass tables the per-byte tests of the request checks: one load per
 // byte on the request path instead of a chain of comparisons.
 var byteClass = func() (t [256]uint8) {
 	for c := 0; c < 256; c++ {
 		b := byte(c)
-		if b <= ' ' || b == ',' || b == 0x7f {
-			t[c] |= classValueBad
-		}
 		if !((b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-') {
 			t[c] |= classNotHeaderName
 		}
@@ -214,8 +200,7 @@ var byteClass = func() (t [256]uint8) {
 }()
 
 const (
-	classValueBad      = 1 << iota // whitespace, comma, control: not in a key or account
-	classNotHeaderName             // not a letter, digit or "-"
+	classNotHeaderName = 1 << iota // not a letter, digit or "-"
 	classPathBad                   // control, non-ASCII, \ ; % ? #: not in a decoded path
 )
 

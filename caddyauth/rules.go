@@ -2,6 +2,7 @@ package caddyauth
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
@@ -138,17 +139,8 @@ func classifyPattern(p string) (patternKind, string) {
 }
 
 func (cr *compiledRule) matches(method, path string) bool {
-	if !cr.anyMethod {
-		found := false
-		for _, m := range cr.methods {
-			if m == method {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
+	if !cr.anyMethod && !slices.Contains(cr.methods, method) {
+		return false
 	}
 	switch cr.kind {
 	case patternAny:
@@ -254,7 +246,7 @@ func (cr *compiledRule) shadows(later *compiledRule) bool {
 			return false
 		}
 		for _, m := range later.methods {
-			if !containsString(cr.methods, m) {
+			if !slices.Contains(cr.methods, m) {
 				return false
 			}
 		}
@@ -283,15 +275,6 @@ func (cr *compiledRule) shadows(later *compiledRule) bool {
 		}
 	}
 	return cr.kind == later.kind && cr.pattern == later.pattern
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // isUpperToken reports whether s is an RFC 9110 token with no lower-case

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"slices"
 )
 
 // Binding is a compiled CertBinding.
@@ -81,14 +82,14 @@ func (b *Binding) Matches(chain []*x509.Certificate) bool {
 	}
 	leaf := chain[0]
 	if len(b.issuer) > 0 {
-		if len(chain) < 2 || !containsDigest(b.issuer, SPKISHA256(chain[1])) {
+		if len(chain) < 2 || !slices.Contains(b.issuer, SPKISHA256(chain[1])) {
 			return false
 		}
 	}
-	if len(b.leaf) > 0 && containsDigest(b.leaf, LeafSHA256(leaf)) {
+	if len(b.leaf) > 0 && slices.Contains(b.leaf, LeafSHA256(leaf)) {
 		return true
 	}
-	if len(b.spki) > 0 && containsDigest(b.spki, SPKISHA256(leaf)) {
+	if len(b.spki) > 0 && slices.Contains(b.spki, SPKISHA256(leaf)) {
 		return true
 	}
 	// A certificate with several URI SANs never matches a URI binding
@@ -147,15 +148,6 @@ func (k *Key) IndexPins() [][2]string {
 		return nil
 	}
 	return k.binding.indexPins()
-}
-
-func containsDigest(list [][32]byte, d [32]byte) bool {
-	for i := range list {
-		if list[i] == d {
-			return true
-		}
-	}
-	return false
 }
 
 // PinKey joins a pin into one map key.

@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"crypto/subtle"
+	"slices"
 	"time"
 )
 
@@ -80,15 +81,7 @@ func (k *Key) AllowsAccount(account string) bool {
 	if k.allAccounts {
 		return true
 	}
-	if account == "" {
-		return false
-	}
-	for _, a := range k.accounts {
-		if a == account {
-			return true
-		}
-	}
-	return false
+	return account != "" && slices.Contains(k.accounts, account)
 }
 
 // AccountValue returns the listed account equal to account, boxed once per
