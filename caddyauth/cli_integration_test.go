@@ -6,29 +6,15 @@ import (
 	"testing"
 	"time"
 
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/spf13/cobra"
-
+	"github.com/scopegate/scopegate/caddyauth"
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 )
 
-// scopedKey runs `caddy scoped-key ARGS` in-process, as the caddy binary
-// would, and returns stdout.
+// scopedKey runs `caddy scoped-key ARGS` in-process and returns stdout.
 func scopedKey(t *testing.T, args ...string) string {
 	t.Helper()
-	reg, ok := caddycmd.Commands()["scoped-key"]
-	if !ok {
-		t.Fatal("scoped-key is not registered")
-	}
-	root := &cobra.Command{Use: "caddy", SilenceUsage: true}
-	sk := &cobra.Command{Use: reg.Name + " " + reg.Usage, Short: reg.Short, Long: reg.Long}
-	reg.CobraFunc(sk)
-	root.AddCommand(sk)
 	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(append([]string{"scoped-key"}, args...))
-	if err := root.Execute(); err != nil {
+	if err := caddyauth.RunScopedKey(&out, &errb, args...); err != nil {
 		t.Fatalf("scoped-key %v: %v (%s)", args, err, errb.String())
 	}
 	return strings.TrimSpace(out.String())

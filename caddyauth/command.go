@@ -66,6 +66,20 @@ Run 'caddy scoped-key <command> --help' for each command's flags.
 	})
 }
 
+// RunScopedKey runs `caddy scoped-key ARGS` in-process, writing what the
+// command prints to stdout and stderr: for programs that make keys (such as
+// examples/genkeys) and for tests, without a caddy binary.
+func RunScopedKey(stdout, stderr io.Writer, args ...string) error {
+	root := &cobra.Command{Use: "caddy", SilenceUsage: true, SilenceErrors: true}
+	sk := &cobra.Command{Use: "scoped-key"}
+	(&scopedKeyCLI{now: time.Now}).attach(sk)
+	root.AddCommand(sk)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(append([]string{"scoped-key"}, args...))
+	return root.Execute()
+}
+
 // scopedKeyCLI runs the scoped-key subcommands.
 type scopedKeyCLI struct {
 	now func() time.Time

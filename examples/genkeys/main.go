@@ -19,10 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/spf13/cobra"
-
-	_ "github.com/scopegate/scopegate/caddyauth" // registers `caddy scoped-key`
+	"github.com/scopegate/scopegate/caddyauth"
 )
 
 func main() {
@@ -78,19 +75,8 @@ func run(certDir, keysPath, txtPath string) error {
 
 // scopedKey runs `caddy scoped-key ARGS` in-process and returns its stdout.
 func scopedKey(args ...string) (string, error) {
-	reg, ok := caddycmd.Commands()["scoped-key"]
-	if !ok {
-		return "", fmt.Errorf("scoped-key is not registered")
-	}
-	root := &cobra.Command{Use: "caddy", SilenceUsage: true, SilenceErrors: true}
-	sk := &cobra.Command{Use: reg.Name + " " + reg.Usage, Short: reg.Short}
-	reg.CobraFunc(sk)
-	root.AddCommand(sk)
 	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(append([]string{"scoped-key"}, args...))
-	if err := root.Execute(); err != nil {
+	if err := caddyauth.RunScopedKey(&out, &errb, args...); err != nil {
 		return "", fmt.Errorf("scoped-key %s: %v %s", args[0], err, strings.TrimSpace(errb.String()))
 	}
 	return strings.TrimSpace(out.String()), nil
