@@ -26,19 +26,23 @@ import (
 
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
 	"github.com/scopegate/scopegate/internal/testpki"
+	"github.com/scopegate/scopegate/internal/testport"
 	"github.com/scopegate/scopegate/internal/testredis"
 )
 
 // Ports of the integration server. The admin port differs from caddytest's
 // default and from other packages', so `go test ./...` running packages in
 // parallel never sends one package's config to another's Caddy.
-const (
-	adminPort    = 2991
-	mainPort     = 9443 // verify_if_given, two trusted CAs
-	requestPort  = 9444 // client_auth mode request: certificates are not verified
-	errorsPort   = 9445 // handle_errors renders denials
-	upstreamHost = "127.0.0.1"
+// SCOPEGATE_TEST_PORT_OFFSET moves them all (internal/testport).
+var (
+	adminPort   = testport.Port(2991)
+	httpPort    = testport.Port(9080)
+	mainPort    = testport.Port(9443) // verify_if_given, two trusted CAs
+	requestPort = testport.Port(9444) // client_auth mode request: certificates are not verified
+	errorsPort  = testport.Port(9445) // handle_errors renders denials
 )
+
+const upstreamHost = "127.0.0.1"
 
 // fixture is the shared world of the integration tests: certificates, keys,
 // a recording upstream and one running Caddy.
@@ -273,7 +277,7 @@ func buildFixture(t *testing.T) *fixture {
 
 	config := fmt.Sprintf(`{
 	admin localhost:%d
-	http_port 9080
+	http_port %d
 	https_port %d
 	grace_period 1ns
 	skip_install_trust
@@ -351,7 +355,7 @@ https://localhost:%d {
 		respond "denied {err.status_code} {err.message}"
 	}
 }
-`, adminPort, mainPort, filepath.Join(dir, "storage"), f.logFile,
+`, adminPort, httpPort, mainPort, filepath.Join(dir, "storage"), f.logFile,
 		mainPort, tlsBlock("verify_if_given"), f.logFile,
 		auth(""), proxy,
 		f.keysFile, proxy,

@@ -2,6 +2,7 @@ package caddyauth_test
 
 import (
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -95,7 +96,7 @@ func TestMetrics(t *testing.T) {
 	before := metricValue(t, body, `scopegate_auth_requests_total{result="missing_key"}`)
 	// Force a reload of the same config (new handler instances, a new
 	// registry), then count one more.
-	req, _ := http.NewRequest("POST", "http://localhost:2991/load", strings.NewReader(f.config))
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(f.config))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	req.Header.Set("Cache-Control", "must-revalidate")
 	resp, err := http.DefaultClient.Do(req)
@@ -115,7 +116,7 @@ func TestMetrics(t *testing.T) {
 
 func metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://localhost:2991/metrics")
+	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/metrics", adminPort))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scopegate/scopegate/caddyauth/internal/keyring"
+	"github.com/scopegate/scopegate/internal/testport"
 	"github.com/scopegate/scopegate/internal/testredis"
 )
 
@@ -30,13 +31,14 @@ import (
 //
 // Both use cache_ttl fleetCacheTTL and the same upstream recorder, which
 // learns from X-Instance which one forwarded a request.
-const (
-	redisSitePort  = 9446
-	fleetAdminPort = 2996
-	fleetPort      = 9447
-	fleetHTTPPort  = 9448
-	fleetCacheTTL  = 3 * time.Second
+var (
+	redisSitePort  = testport.Port(9446)
+	fleetAdminPort = testport.Port(2996)
+	fleetPort      = testport.Port(9447)
+	fleetHTTPPort  = testport.Port(9448)
 )
+
+const fleetCacheTTL = 3 * time.Second
 
 // redisSiteConfig is the site block of one fleet instance.
 func redisSiteConfig(f *fixture, port int, bind, instance string) string {

@@ -23,13 +23,15 @@ import (
 
 	_ "github.com/scopegate/scopegate/caddyauth"
 	_ "github.com/scopegate/scopegate/caddyredact"
+	"github.com/scopegate/scopegate/internal/testport"
 )
 
 // Ports of this package's in-process Caddy; distinct from caddyauth's so
 // that `go test ./...` can run both packages at once.
-const (
-	adminPort = 2992
-	httpPort  = 9180
+// SCOPEGATE_TEST_PORT_OFFSET moves them (internal/testport).
+var (
+	adminPort = testport.Port(2992)
+	httpPort  = testport.Port(9180)
 )
 
 const employees = `{"data":[{"id":"emp_1","first_name":"Ada","last_name":"Lovelace","email":"ada@acme.test","work_phone":"+1 (415) 555-0101","department":"Engineering","notes":"call ada@home.example"}],"count":1}`
