@@ -72,6 +72,12 @@ type fixture struct {
 	clientTrustBundle string
 }
 
+// fixtureSites lets a test file add site blocks to the fixture's one
+// Caddyfile (caddytest runs one Caddy per process): register in init(); the
+// function may write files under f.dir and must use its own ports
+// (testport.Port of a base no other file uses).
+var fixtureSites = map[string]func(f *fixture) string{}
+
 var (
 	fixtureOnce sync.Once
 	theFixture  *fixture
@@ -370,6 +376,9 @@ https://localhost:%d {
 	f.redisPort = must(testredis.FreePort())
 	f.srvCert, f.srvKey, f.clientTrustBundle = srvCert, srvKey, trust
 	config += redisSiteConfig(f, redisSitePort, "127.0.0.1", "A")
+	for _, site := range slices.Sorted(maps.Keys(fixtureSites)) {
+		config += fixtureSites[site](f)
+	}
 	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, LoadRequestTimeout: 10 * time.Second, TestRequestTimeout: 10 * time.Second})
 	f.config = config
 	tc.InitServer(config, "caddyfile")
