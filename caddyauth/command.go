@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "scoped-key",
-		Usage: "new|list|revoke|rotate (--keys FILE | --redis URL) ...",
+		Usage: "new|list|revoke|rotate|explain|audit (--keys FILE | --redis URL) ...",
 		Short: "Creates, lists, revokes and rotates scoped API keys",
 		Long: `
 Manages the keys that the scoped_auth handler accepts, in a keys file
@@ -45,6 +45,7 @@ such as '{env.REDIS_URL}' keeps the password off the command line).
   list    prints every record as one JSON object per line, without hashes
   revoke  disables a key for good (the record stays, as a tombstone)
   rotate  gives a key a new secret; the old one works for --grace
+  audit   prints the audit log of changes, one JSON object per line
 
 Edits of a keys file take an exclusive lock on FILE.lock, check the result
 with the server's own parser, and replace the file atomically with the
@@ -54,6 +55,13 @@ change up within about a second.
 Edits in Redis are atomic scripts that check the record's version, bump
 it, keep the certificate index consistent and announce the change on
 scopegate:keys: every Caddy evicts it from its cache within milliseconds.
+
+Every change is recorded in an append-only audit log (who, when, id, what
+changed, new version; never a key or a hash): FILE.audit.jsonl next to a
+keys file (--audit-log PATH elsewhere), written and fsynced under the lock
+before the file is replaced; the stream scopegate:audit in Redis, appended
+by the same atomic script. A change whose entry cannot be written is not
+made.
 
 On any error the command exits non-zero with a one-line reason on stderr.
 The plaintext key is printed only by new and rotate, and never logged.
@@ -84,10 +92,15 @@ func RunScopedKey(stdout, stderr io.Writer, args ...string) error {
 type scopedKeyCLI struct {
 	now func() time.Time
 
-	// audit, when set, is called once for every committed change. It is
-	// the hook for the append-only audit log (a later issue); nil today.
-	// An event never carries a key or a hash.
+	// audit, when set, is called once for every committed change (tests
+	// watch changes with it). The audit log itself is written by the
+	// editor with the change (audit.go). An event never carries a key or a
+	// hash.
 	audit func(scopedKeyChange)
+
+	// unaudited collects committed changes whose audit entry could not be
+	// written; run turns it into a failure (audit.go).
+	unaudited error
 }
 
 // scopedKeyChange describes a committed change, for the audit log.
@@ -118,8 +131,12 @@ type keyEditor interface {
 
 var errDuplicateID = errors.New("key id already taken")
 
-// keyFileEditor edits a keys file through keyring.UpdateFile.
-type keyFileEditor struct{ path string }
+// keyFileEditor edits a keys file through keyring.UpdateFile, with the
+// audit log written ahead of each change (updateFile, audit.go).
+type keyFileEditor struct {
+	path  string
+	trail *auditTrail
+}
 
 func (e keyFileEditor) String() string { return "file " + e.path }
 
@@ -131,8 +148,8 @@ func (e keyFileEditor) List(context.Context) ([]*keyring.Record, error) {
 	return f.Keys, nil
 }
 
-func (e keyFileEditor) Create(_ context.Context, rec *keyring.Record) error {
-	return keyring.UpdateFile(e.path, func(f *keyring.File) error {
+func (e keyFileEditor) Create(ctx context.Context, rec *keyring.Record) error {
+	return e.updateFile(ctx, func(f *keyring.File) error {
 		for _, r := range f.Keys {
 			if r.ID == rec.ID {
 				return errDuplicateID
@@ -143,13 +160,13 @@ func (e keyFileEditor) Create(_ context.Context, rec *keyring.Record) error {
 	})
 }
 
-func (e keyFileEditor) Update(_ context.Context, id string, fn func(*keyring.Record) error) error {
+func (e keyFileEditor) Update(ctx context.Context, id string, fn func(*keyring.Record) error) error {
 	// Changing a key needs an existing file (UpdateFile would take a
 	// missing one as empty and report an unknown id instead).
 	if _, err := os.Stat(e.path); err != nil {
 		return fmt.Errorf("keys file %s: %w", e.path, err)
 	}
-	return keyring.UpdateFile(e.path, func(f *keyring.File) error {
+	return e.updateFile(ctx, func(f *keyring.File) error {
 		for _, r := range f.Keys {
 			if r.ID != id {
 				continue
@@ -166,8 +183,12 @@ func (e keyFileEditor) Update(_ context.Context, id string, fn func(*keyring.Rec
 	})
 }
 
-// keyRedisEditor edits the Redis fleet store through keyring.RedisEditor.
-type keyRedisEditor struct{ ed *keyring.RedisEditor }
+// keyRedisEditor edits the Redis fleet store through keyring.RedisEditor,
+// whose write script also appends the audit entry (audit.go).
+type keyRedisEditor struct {
+	ed    *keyring.RedisEditor
+	trail *auditTrail
+}
 
 func (e keyRedisEditor) String() string { return "redis " + e.ed.String() }
 
@@ -295,10 +316,11 @@ rotating again during a grace period ends the earlier one.
 	skStoreFlags(rotateCmd)
 	rotateCmd.Flags().String("grace", "0", "keep the old secret working for `DURATION` (e.g. 10m, 7d)")
 
-	for _, sub := range []*cobra.Command{newCmd, listCmd, revokeCmd, rotateCmd} {
+	for _, sub := range []*cobra.Command{newCmd, listCmd, revokeCmd, rotateCmd, c.explainCommand(), c.auditCommand()} {
 		sub.SilenceUsage = true
 		cmd.AddCommand(sub)
 	}
+	c.attachDenylist(cmd) // deny-cert, allow-cert, denied-certs (command_denylist.go)
 }
 
 func skStoreFlags(cmd *cobra.Command) {
@@ -308,7 +330,19 @@ func skStoreFlags(cmd *cobra.Command) {
 	}
 	cmd.Flags().String("keys", "", usage)
 	cmd.Flags().String("redis", "", "the Redis fleet store `URL` (scoped_auth's redis; redis:// or rediss://, placeholders such as {env.REDIS_URL} expanded)")
+	if skWriters[cmd.Name()] {
+		verb := "append the audit log of a keys file to"
+		if cmd.Name() == "audit" {
+			verb = "read the audit log of a keys file from"
+		}
+		cmd.Flags().String("audit-log", "", verb+" `PATH` (default FILE.audit.jsonl next to it; Redis: the stream scopegate:audit)")
+	}
 }
+
+// skWriters are the subcommands that take --audit-log: those that change a
+// store, and audit, which reads the log. (A command that changes a store
+// without it still logs, to the default place.)
+var skWriters = map[string]bool{"new": true, "revoke": true, "rotate": true, "deny-cert": true, "allow-cert": true, "audit": true}
 
 func skNoArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
@@ -340,7 +374,11 @@ func skShort(arg string) string {
 // "Error: <reason>" on stderr and caddy exits with status 1).
 func (c *scopedKeyCLI) run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
+		c.unaudited = nil
 		err := f(cmd, args)
+		if c.unaudited != nil {
+			err = errors.Join(err, c.unaudited)
+		}
 		if err == nil {
 			return nil
 		}
@@ -361,9 +399,9 @@ func (c *scopedKeyCLI) openEditor(cmd *cobra.Command) (keyEditor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--redis: %w", err)
 		}
-		return keyRedisEditor{ed}, nil
+		return c.withAudit(cmd, keyRedisEditor{ed: ed})
 	case keys != "":
-		return keyFileEditor{path: keys}, nil
+		return c.withAudit(cmd, keyFileEditor{path: keys})
 	}
 	return nil, errors.New("no store: give --keys FILE or --redis URL")
 }
@@ -375,7 +413,13 @@ func closeEditor(ed keyEditor) {
 	}
 }
 
-func (c *scopedKeyCLI) committed(ed keyEditor, action, id string, version int64) {
+// committed is called once for every change a command applied. The editor
+// normally wrote its audit entry with the change; if not (a change made
+// another way), the entry is appended now, with changes (non-secret values
+// only) if given, and a failure makes the command fail saying the change
+// was applied but not audited.
+func (c *scopedKeyCLI) committed(ed keyEditor, action, id string, version int64, changes ...map[string]any) {
+	c.auditCommitted(ed, action, id, version, changes)
 	if c.audit != nil {
 		c.audit(scopedKeyChange{Time: c.now().UTC(), Action: action, ID: id, Version: version, Store: ed.String()})
 	}
@@ -465,7 +509,7 @@ func (c *scopedKeyCLI) runNew(cmd *cobra.Command, _ []string) error {
 		if _, err := keyring.Compile(rec); err != nil {
 			return err
 		}
-		err = ed.Create(cmd.Context(), rec)
+		err = ed.Create(withAuditAction(cmd.Context(), "new"), rec)
 		if errors.Is(err, errDuplicateID) && attempt < 3 {
 			continue
 		}
@@ -533,7 +577,7 @@ func (c *scopedKeyCLI) runRevoke(cmd *cobra.Command, args []string) error {
 	defer closeEditor(ed)
 	var version int64
 	changed := false
-	err = ed.Update(cmd.Context(), id, func(r *keyring.Record) error {
+	err = ed.Update(withAuditAction(cmd.Context(), "revoke"), id, func(r *keyring.Record) error {
 		if r.Disabled {
 			return keyring.ErrUnchanged
 		}
@@ -573,7 +617,7 @@ func (c *scopedKeyCLI) runRotate(cmd *cobra.Command, args []string) error {
 	var key string
 	var version int64
 	droppedPrevious := false
-	err = ed.Update(cmd.Context(), id, func(r *keyring.Record) error {
+	err = ed.Update(withAuditAction(cmd.Context(), "rotate"), id, func(r *keyring.Record) error {
 		switch {
 		case r.Disabled:
 			return fmt.Errorf("key %s is revoked: create a new key instead", id)

@@ -45,13 +45,14 @@ var (
 	invalidKey        = newOutcome(http.StatusUnauthorized, "invalid_key", challengeInvalid)
 	certRequired      = newOutcome(http.StatusForbidden, "client_certificate_required", "")
 	certMismatch      = newOutcome(http.StatusForbidden, "client_certificate_mismatch", "")
-	insufficientScope = newOutcome(http.StatusForbidden, "insufficient_scope", "") // challenge is per rule
+	certRevoked       = newOutcome(http.StatusForbidden, "client_certificate_revoked", "") // on the denylist
+	insufficientScope = newOutcome(http.StatusForbidden, "insufficient_scope", "")         // challenge is per rule
 	accountForbidden  = newOutcome(http.StatusForbidden, "account_forbidden", "")
 	noMatchingRule    = newOutcome(http.StatusForbidden, "no_matching_rule", "")
 	badRequest        = newOutcome(http.StatusBadRequest, "bad_request", "")
 	tooEarly          = newOutcome(http.StatusTooEarly, "too_early", "")
 	storeUnavailable  = newOutcome(http.StatusServiceUnavailable, "store_unavailable", "")
-	allOutcomes       = []*outcome{missingKey, invalidKey, certRequired, certMismatch, insufficientScope, accountForbidden, noMatchingRule, badRequest, tooEarly, storeUnavailable}
+	allOutcomes       = []*outcome{missingKey, invalidKey, certRequired, certMismatch, insufficientScope, accountForbidden, noMatchingRule, badRequest, tooEarly, storeUnavailable, certRevoked}
 	allowedCounter    prometheus.Counter
 	publicCounter     prometheus.Counter
 )

@@ -69,6 +69,12 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if rule == nil {
 		return h.deny(w, r, next, noMatchingRule, denial{})
 	}
+	// (3a) a denylisted certificate in the verified chain: refused on
+	// every rule, public ones included, as if its handshake had failed.
+	if c := h.deniedCert(r); c != nil {
+		return h.deny(w, r, next, certRevoked, denial{rule: rule, account: req.account,
+			deniedCert: keyring.HexDigest(keyring.LeafSHA256(c))})
+	}
 	// (4) public: no key needed, none looked at
 	if rule.public {
 		publicCounter.Inc()
@@ -178,6 +184,23 @@ func (h *ScopedAuth) matchRule(method, path string) *compiledRule {
 		}
 	}
 	return nil
+}
+
+// deniedCert returns the certificate of the request's verified chains that
+// the store's denylist names, or nil. Only verified chains count (an
+// unverified certificate authenticates nothing anyway), but unlike
+// verifiedChain also on early data (0-RTT), whose chains were verified in
+// the handshake it resumes: a denied certificate gets nothing. An empty
+// denylist costs one atomic load.
+func (h *ScopedAuth) deniedCert(r *http.Request) *x509.Certificate {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return nil
+	}
+	src, ok := h.store.(keyring.DenylistSource)
+	if !ok {
+		return nil
+	}
+	return src.Denylist().Denied(r.TLS.VerifiedChains)
 }
 
 // verifiedChain returns the chain Caddy's TLS verified for this request, or

@@ -19,6 +19,9 @@ type denial struct {
 	rule    *compiledRule
 	account string
 	err     error
+	// deniedCert is the fingerprint of the denylisted certificate (the
+	// leaf, or a CA of its chain) that refused the request.
+	deniedCert string
 }
 
 // deny counts, logs and answers a refused request. In shadow mode it only
@@ -36,7 +39,7 @@ func (h *ScopedAuth) deny(w http.ResponseWriter, r *http.Request, next caddyhttp
 		o.counter.Inc()
 	}
 	if c := h.logger.Check(level, msg); c != nil {
-		fields := make([]zap.Field, 0, 9)
+		fields := make([]zap.Field, 0, 10)
 		fields = append(fields, zap.String("error", o.code), zap.Int("status", o.status))
 		if d.reason != "" {
 			fields = append(fields, zap.String("reason", d.reason))
@@ -50,6 +53,9 @@ func (h *ScopedAuth) deny(w http.ResponseWriter, r *http.Request, next caddyhttp
 			fields = append(fields,
 				zap.String("client_cert_sha256", keyring.HexDigest(keyring.LeafSHA256(r.TLS.PeerCertificates[0]))),
 				zap.Bool("client_cert_verified", verifiedChain(r) != nil))
+		}
+		if d.deniedCert != "" {
+			fields = append(fields, zap.String("denied_cert_sha256", d.deniedCert))
 		}
 		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 		fields = append(fields, zap.String("remote_ip", ip))

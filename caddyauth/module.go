@@ -25,9 +25,11 @@ func init() {
 // client certificates) and authorizes them against ordered rules. A request
 // that matches no rule is denied. See SPEC section 3 and the README.
 type ScopedAuth struct {
-	// KeysFile is the path of the keys file ({"keys": [record, …]}). It is
-	// loaded at start (a bad file stops Caddy) and re-read about once a
-	// second when it changes (a bad file then keeps the last good set).
+	// KeysFile is the path of the keys file ({"keys": [record, …]}, and
+	// optionally "denied_certs": [entry, …], the client-certificate
+	// denylist). It is loaded at start (a bad file stops Caddy) and re-read
+	// about once a second when it changes (a bad file then keeps the last
+	// good set).
 	KeysFile string `json:"keys_file,omitempty"`
 
 	// Redis is the URL of the fleet key store (SPEC section 5), instead of
@@ -36,7 +38,9 @@ type ScopedAuth struct {
 	// server's certificate is verified against the system roots).
 	// Placeholders such as {env.REDIS_URL} are expanded. Records live at
 	// scopegate:key:<id>; every instance caches lookups for CacheTTL and
-	// drops an entry when its change is announced on scopegate:keys.
+	// drops an entry when its change is announced on scopegate:keys. The
+	// client-certificate denylist (scopegate:denied_certs) is held whole in
+	// memory and read again on every change and every CacheTTL.
 	// Caddy starts while Redis is down; uncached keys then get 503
 	// store_unavailable until it is back.
 	Redis string `json:"redis,omitempty"`
@@ -247,7 +251,8 @@ func (h *ScopedAuth) provisionStore(ctx caddy.Context) error {
 		h.logger.Warn(w, zap.String("keys_file", path))
 	}
 	fs.OnReload = func(s *keyring.Set) {
-		h.logger.Info("keys file reloaded", zap.String("keys_file", path), zap.Int("keys", s.Len()))
+		h.logger.Info("keys file reloaded", zap.String("keys_file", path), zap.Int("keys", s.Len()),
+			zap.Int("denied_certs", s.Denylist().Len()))
 		for _, w := range s.Warnings {
 			h.logger.Warn(w, zap.String("keys_file", path))
 		}

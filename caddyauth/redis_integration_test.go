@@ -271,6 +271,8 @@ func TestRedisFleet(t *testing.T) {
 		t.Logf("principal revoked on both after %v", time.Since(start))
 	})
 
+	t.Run("a denied client certificate", func(t *testing.T) { fleetDenylist(t, fl) }) // denylist_test.go
+
 	t.Run("cache metrics", func(t *testing.T) {
 		for inst, admin := range map[string]int{"A": adminPort, "B": fleetAdminPort} {
 			body := fetchMetrics(t, admin)

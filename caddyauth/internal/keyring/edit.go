@@ -46,6 +46,17 @@ var testHookBeforeRename func(tmp string) error
 // A crash at any point leaves either the old file or the new one, never a
 // mix; a temporary file left by a crash is removed by the next update.
 func UpdateFile(path string, fn func(*File) error) error {
+	return UpdateFileLogged(path, fn, nil, nil)
+}
+
+// UpdateFileLogged is UpdateFile with a write-ahead log (the CLI's audit
+// log): prepare runs under the lock once the new content is written to the
+// temporary file and synced, just before it replaces the keys file, and
+// only when fn changed something. An error from prepare stops the update
+// and leaves the keys file as it was. If the replace then fails, abort runs
+// with its error, still under the lock. So the log's order is the commit
+// order, and no change is applied unless its entry was written first.
+func UpdateFileLogged(path string, fn func(*File) error, prepare func() error, abort func(error)) error {
 	target, err := resolveKeysPath(path)
 	if err != nil {
 		return err
@@ -83,7 +94,7 @@ func UpdateFile(path string, fn func(*File) error) error {
 	if _, _, err := ParseFile(data); err != nil {
 		return fmt.Errorf("keys file %s: not written, the result would be invalid: %w", path, err)
 	}
-	if err := writeReplace(target, data, info); err != nil {
+	if err := writeReplace(target, data, info, prepare, abort); err != nil {
 		return fmt.Errorf("keys file %s: %w", path, err)
 	}
 	return nil
@@ -170,7 +181,8 @@ func removeStaleTemps(target string) {
 
 // writeReplace atomically replaces target with data. info describes the old
 // file (nil for a new one): its owner, group and mode are carried over.
-func writeReplace(target string, data []byte, info fs.FileInfo) (err error) {
+// prepare and abort (both may be nil) are UpdateFileLogged's.
+func writeReplace(target string, data []byte, info fs.FileInfo, prepare func() error, abort func(error)) (err error) {
 	dir := filepath.Dir(target)
 	tmp, err := os.CreateTemp(dir, tempPrefix(target)+"*")
 	if err != nil {
@@ -208,7 +220,15 @@ func writeReplace(target string, data []byte, info fs.FileInfo) (err error) {
 			return err
 		}
 	}
+	if prepare != nil {
+		if err = prepare(); err != nil {
+			return err
+		}
+	}
 	if err = os.Rename(name, target); err != nil {
+		if prepare != nil && abort != nil {
+			abort(err)
+		}
 		return err
 	}
 	// The new file is in place; a failing directory sync only weakens

@@ -13,9 +13,12 @@ import (
 	"time"
 )
 
-// File is the keys file: {"keys": [record, …]}.
+// File is the keys file: {"keys": [record, …], "denied_certs": [entry, …]}.
 type File struct {
 	Keys []*Record `json:"keys"`
+	// DeniedCerts is the client-certificate denylist, loaded and swapped
+	// together with the keys: a bad entry makes a bad file.
+	DeniedCerts []*DeniedCert `json:"denied_certs,omitempty"`
 }
 
 // ParseFile decodes and validates a keys file strictly. The error names what
@@ -40,6 +43,11 @@ func ParseFile(data []byte) (*File, *Set, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	denied, err := NewDenylist(f.DeniedCerts)
+	if err != nil {
+		return nil, nil, err
+	}
+	set.denied = denied
 	return &f, set, nil
 }
 
@@ -98,6 +106,9 @@ func (fs *FileStore) Current() *Set { return fs.set.Load() }
 func (fs *FileStore) Lookup(ctx context.Context, id string) (*Key, error) {
 	return fs.set.Load().Lookup(ctx, id)
 }
+
+// Denylist implements DenylistSource: the denylist of the set in force.
+func (fs *FileStore) Denylist() *Denylist { return fs.set.Load().denied }
 
 // LookupPrincipal implements Store.
 func (fs *FileStore) LookupPrincipal(ctx context.Context, chain []*x509.Certificate) (*Key, error) {

@@ -27,6 +27,13 @@ const (
 	RedisCertPrefix = "scopegate:cert:"
 	RedisChannel    = "scopegate:keys"
 	redisField      = "record"
+
+	// RedisDenylistKey is the hash of the client-certificate denylist:
+	// field = entry id (DeniedCert.ID), value = the entry's JSON. Every
+	// change bumps RedisDenylistVersionKey and publishes
+	// {"denylist":<version>} on RedisChannel.
+	RedisDenylistKey        = "scopegate:denied_certs"
+	RedisDenylistVersionKey = "scopegate:denied_certs:version"
 )
 
 // RedisRecordKey is the Redis key of a record.
@@ -35,10 +42,13 @@ func RedisRecordKey(id string) string { return RedisKeyPrefix + id }
 // RedisPinKey is the Redis key under which a principal pin is indexed.
 func RedisPinKey(pin [2]string) string { return RedisCertPrefix + PinKey(pin) }
 
-// Announcement is what every change publishes on RedisChannel.
+// Announcement is what every change publishes on RedisChannel: a record's
+// {"id":…,"version":…}, or a denylist change {"denylist":<version>}.
 type Announcement struct {
 	ID      string `json:"id"`
 	Version int64  `json:"version"`
+	// Denylist is set (and ID empty) when the denylist changed.
+	Denylist int64 `json:"denylist,omitempty"`
 }
 
 // ErrExists is returned by RedisEditor.Create when the id is taken.
@@ -138,10 +148,15 @@ func decodeStored(id string, data []byte) (*Record, *Key, error) {
 // increases, that no other active principal holds a new pin, updates the
 // certificate index (removing the pins the record no longer has, if they
 // still point to it), writes the record and publishes the announcement.
+// With an audit entry, it first appends it to the audit stream (XADD, no
+// trimming): after every check and before any write, so a failing XADD
+// changes nothing and an applied change always has its entry.
 //
 //	KEYS[1]  scopegate:key:<id>
+//	KEYS[2]  scopegate:audit
 //	ARGV     expected version, record JSON, new version, announcement, id,
-//	         number of old pins, old pin keys…, new pin keys…
+//	         number of old pins, audit entry ("" for none), old pin keys…,
+//	         new pin keys…
 var writeScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'record')
 local expected = tonumber(ARGV[1])
@@ -158,9 +173,9 @@ if newv <= expected or newv < 1 then return redis.error_reply('SCOPEGATE_VERSION
 local id = ARGV[5]
 local nold = tonumber(ARGV[6])
 local old = {}
-for i = 7, 6 + nold do old[#old + 1] = ARGV[i] end
+for i = 8, 7 + nold do old[#old + 1] = ARGV[i] end
 local new = {}
-for i = 7 + nold, #ARGV do new[#new + 1] = ARGV[i] end
+for i = 8 + nold, #ARGV do new[#new + 1] = ARGV[i] end
 for _, p in ipairs(new) do
 	local holder = redis.call('GET', p)
 	if holder and holder ~= id then
@@ -173,6 +188,7 @@ for _, p in ipairs(new) do
 		end
 	end
 end
+if ARGV[7] ~= '' then redis.call('XADD', KEYS[2], '*', 'entry', ARGV[7]) end
 local keep = {}
 for _, p in ipairs(new) do keep[p] = true end
 for _, p in ipairs(old) do
@@ -193,6 +209,11 @@ var errConflict = errors.New("record changed concurrently")
 type RedisEditor struct {
 	client *redis.Client
 	name   string // the URL without its password
+
+	// Audit, when set, returns the audit entry of a change (before is nil
+	// for a new record): the write script appends it to RedisAuditStream
+	// in the same atomic step as the change. An error stops the change.
+	Audit func(ctx context.Context, before, after *Record) (string, error)
 }
 
 // OpenRedisEditor connects to the store at rawURL (nothing is sent yet).
@@ -273,7 +294,7 @@ func (e *RedisEditor) List(ctx context.Context) ([]*Record, error) {
 // Create stores a new record (its version must be at least 1); ErrExists
 // when the id is taken.
 func (e *RedisEditor) Create(ctx context.Context, rec *Record) error {
-	return e.write(ctx, -1, nil, rec)
+	return e.write(ctx, -1, nil, nil, rec)
 }
 
 // Update applies fn to the record with this id and stores the result
@@ -294,6 +315,12 @@ func (e *RedisEditor) Update(ctx context.Context, id string, fn func(*Record) er
 			return fmt.Errorf("%s%s: %w", RedisKeyPrefix, id, err)
 		}
 		oldVersion := rec.Version
+		var before *Record
+		if e.Audit != nil {
+			if before, err = CloneRecord(rec); err != nil {
+				return err
+			}
+		}
 		if err := fn(rec); err != nil {
 			if errors.Is(err, ErrUnchanged) {
 				return nil
@@ -306,7 +333,7 @@ func (e *RedisEditor) Update(ctx context.Context, id string, fn func(*Record) er
 		if rec.Version <= oldVersion {
 			return fmt.Errorf("internal error: a change must increase the version (%d)", oldVersion)
 		}
-		err = e.write(ctx, oldVersion, old, rec)
+		err = e.write(ctx, oldVersion, old, before, rec)
 		if errors.Is(err, errConflict) && attempt < 50 {
 			// Another writer won: back off a little, read again.
 			select {
@@ -320,9 +347,10 @@ func (e *RedisEditor) Update(ctx context.Context, id string, fn func(*Record) er
 	}
 }
 
-// write runs writeScript. old is the compiled record being replaced (nil
-// for a new one).
-func (e *RedisEditor) write(ctx context.Context, expected int64, old *Key, rec *Record) error {
+// write runs writeScript. old is the compiled record being replaced and
+// before the record as it was (both nil for a new one; before is only needed
+// for the audit entry).
+func (e *RedisEditor) write(ctx context.Context, expected int64, old *Key, before, rec *Record) error {
 	k, err := Compile(rec)
 	if err != nil {
 		return err
@@ -350,14 +378,20 @@ func (e *RedisEditor) write(ctx context.Context, expected int64, old *Key, rec *
 			newPins = append(newPins, RedisPinKey(p))
 		}
 	}
-	args := []any{strconv.FormatInt(expected, 10), data, strconv.FormatInt(rec.Version, 10), string(ann), rec.ID, strconv.Itoa(len(oldPins))}
+	entry := ""
+	if e.Audit != nil {
+		if entry, err = e.Audit(ctx, before, rec); err != nil {
+			return fmt.Errorf("not written: audit entry: %w", err)
+		}
+	}
+	args := []any{strconv.FormatInt(expected, 10), data, strconv.FormatInt(rec.Version, 10), string(ann), rec.ID, strconv.Itoa(len(oldPins)), entry}
 	for _, p := range oldPins {
 		args = append(args, p)
 	}
 	for _, p := range newPins {
 		args = append(args, p)
 	}
-	err = writeScript.Run(ctx, e.client, []string{RedisRecordKey(rec.ID)}, args...).Err()
+	err = writeScript.Run(ctx, e.client, []string{RedisRecordKey(rec.ID), RedisAuditStream}, args...).Err()
 	if err == nil {
 		return nil
 	}
@@ -376,4 +410,97 @@ func (e *RedisEditor) write(ctx context.Context, expected int64, old *Key, rec *
 		return fmt.Errorf("key %s: a certificate pin is already used by the active principal %s (revoke it first)", rec.ID, strings.TrimPrefix(msg, "SCOPEGATE_PINNED "))
 	}
 	return fmt.Errorf("redis %s: %w", e.name, err)
+}
+
+// denyScript adds (ARGV[1] "add") or removes ("del") one denylist entry
+// atomically with its version bump and announcement. It returns 0 when
+// nothing changed (the entry was already there, or was not there), else
+// the new denylist version.
+//
+//	KEYS[1]  scopegate:denied_certs
+//	KEYS[2]  scopegate:denied_certs:version
+//	ARGV     "add" | "del", entry id, entry JSON ("add")
+var denyScript = redis.NewScript(`
+if ARGV[1] == 'add' then
+	if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 0 end
+	redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+elseif ARGV[1] == 'del' then
+	if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
+else
+	return redis.error_reply('SCOPEGATE_OP')
+end
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', 'scopegate:keys', '{"denylist":' .. v .. '}')
+return v
+`)
+
+// DenyCert adds an entry to the denylist. It returns the new denylist
+// version, or 0 when an entry with the same id was already there (then
+// nothing changes: its reason and added_at stay).
+func (e *RedisEditor) DenyCert(ctx context.Context, entry *DeniedCert) (int64, error) {
+	if err := entry.Check(); err != nil {
+		return 0, err
+	}
+	data, err := marshalRecord(entry)
+	if err != nil {
+		return 0, err
+	}
+	return e.runDeny(ctx, "add", entry.ID(), data)
+}
+
+// AllowCert removes the entry with this id (DeniedCert.ID). It returns the
+// new denylist version, or 0 when there was no such entry.
+func (e *RedisEditor) AllowCert(ctx context.Context, id string) (int64, error) {
+	if _, err := parseDenyID(id); err != nil {
+		return 0, err
+	}
+	return e.runDeny(ctx, "del", id, "")
+}
+
+func (e *RedisEditor) runDeny(ctx context.Context, op, id, data string) (int64, error) {
+	v, err := denyScript.Run(ctx, e.client, []string{RedisDenylistKey, RedisDenylistVersionKey}, op, id, data).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("redis %s: %w", e.name, err)
+	}
+	return v, nil
+}
+
+// DeniedCerts returns the denylist's entries, sorted by id. An entry this
+// version cannot read is an error naming its field.
+func (e *RedisEditor) DeniedCerts(ctx context.Context) ([]*DeniedCert, error) {
+	d, problems, err := loadDenylist(ctx, e.client)
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: %w", e.name, err)
+	}
+	if len(problems) > 0 {
+		return nil, problems[0]
+	}
+	return d.Entries(), nil
+}
+
+// loadDenylist reads the whole denylist and its version in one
+// transaction (a consistent snapshot).
+func loadDenylist(ctx context.Context, c *redis.Client) (*Denylist, []error, error) {
+	var ver *redis.StringCmd
+	var all *redis.MapStringStringCmd
+	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ver = p.Get(ctx, RedisDenylistVersionKey)
+		all = p.HGetAll(ctx, RedisDenylistKey)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, err
+	}
+	var version int64
+	if v, err := ver.Int64(); err == nil {
+		version = v
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("%s: %w", RedisDenylistVersionKey, err)
+	}
+	fields, err := all.Result()
+	if err != nil {
+		return nil, nil, err
+	}
+	d, problems := storedDenylist(fields, version)
+	return d, problems, nil
 }

@@ -757,7 +757,7 @@ func TestRedisEditor(t *testing.T) {
 	// An older base version is refused by the script itself.
 	stale := *rec
 	stale.Version = 2
-	if err := env.ed.write(ctx, 0, nil, &stale); !errors.Is(err, errConflict) {
+	if err := env.ed.write(ctx, 0, nil, nil, &stale); !errors.Is(err, errConflict) {
 		t.Errorf("write based on a version that is not stored: %v", err)
 	}
 	var wg sync.WaitGroup

@@ -99,6 +99,17 @@ type RedisStore struct {
 	closed atomic.Bool
 	once   sync.Once
 
+	// The client-certificate denylist: loaded whole (HGETALL) by
+	// denylistLoop at start, on every (re)subscription, on every
+	// {"denylist":…} announcement and every cache TTL; while Redis cannot
+	// be read, the last loaded one stays in force.
+	denied      atomic.Pointer[Denylist]
+	denyKick    chan struct{}
+	denyEvery   time.Duration
+	denyLoads   atomic.Int64 // successful denylist loads
+	lastDenyLog atomic.Int64 // unix nanos of the last logged load failure
+	denyFailing atomic.Bool
+
 	subscribed    atomic.Bool
 	subscriptions atomic.Int64 // successful (re)subscriptions
 	fetches       atomic.Int64 // Redis round trips for lookups
@@ -139,14 +150,18 @@ func OpenRedisStore(o RedisOptions) (*RedisStore, error) {
 		name:    RedactURL(o.URL),
 		c:       o.Counters,
 		hooks:   o.hooks,
+
+		denyKick:  make(chan struct{}, 1),
+		denyEvery: o.CacheTTL,
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
 	s.logger.Store(o.Logger)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.subscribeLoop()
+	go s.denylistLoop()
 	return s, nil
 }
 
@@ -176,6 +191,10 @@ func (s *RedisStore) Close() error {
 	})
 	return nil
 }
+
+// Denylist implements DenylistSource: the last denylist loaded from Redis
+// (nil until the first load succeeds).
+func (s *RedisStore) Denylist() *Denylist { return s.denied.Load() }
 
 // ClearCache forgets every cached lookup, as a resubscription does.
 func (s *RedisStore) ClearCache() { s.cache.clear() }
@@ -483,6 +502,7 @@ func (s *RedisStore) subscribeOnce() (up bool, err error) {
 				// Announcements may have been missed while not
 				// subscribed: forget everything cached.
 				s.cache.clear()
+				s.kickDenylist()
 				s.subscriptions.Add(1)
 				s.subscribed.Store(true)
 				if !up {
@@ -501,7 +521,16 @@ func (s *RedisStore) subscribeOnce() (up bool, err error) {
 // valid announcement clears the whole cache.
 func (s *RedisStore) announced(payload string) {
 	var a Announcement
-	if err := json.Unmarshal([]byte(payload), &a); err != nil || !ValidID(a.ID) {
+	err := json.Unmarshal([]byte(payload), &a)
+	if err == nil && a.ID == "" && a.Denylist > 0 {
+		// The denylist changed: read it again (never from the message).
+		// Instances that predate the denylist take this message as
+		// malformed and clear their key cache: safe, and only during an
+		// upgrade.
+		s.kickDenylist()
+		return
+	}
+	if err != nil || !ValidID(a.ID) {
 		s.cache.clear()
 		s.logger.Load().Warn("invalid message on the key announcements channel; cleared the whole key cache",
 			zap.String("channel", RedisChannel), zap.Int("bytes", len(payload)))
@@ -511,5 +540,72 @@ func (s *RedisStore) announced(payload string) {
 	s.announcements.Add(1)
 	if s.hooks.announced != nil {
 		s.hooks.announced(a)
+	}
+}
+
+// denylistTimeout bounds one load of the denylist (one HGETALL).
+var denylistTimeout = 2 * time.Second
+
+// kickDenylist asks denylistLoop to load the denylist again. Kicks that
+// arrive during a load are coalesced into one more load after it, so a
+// change announced while a load was in flight is never missed.
+func (s *RedisStore) kickDenylist() {
+	select {
+	case s.denyKick <- struct{}{}:
+	default:
+	}
+}
+
+// denylistLoop loads the denylist at once, then on every kick and every
+// cache TTL (which bounds how long a change whose announcement was lost
+// stays unseen, as for keys), until Close.
+func (s *RedisStore) denylistLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.denyEvery)
+	defer t.Stop()
+	for {
+		s.loadDenylist()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.denyKick:
+		case <-t.C:
+		}
+	}
+}
+
+// loadDenylist reads the whole denylist and swaps it in. On failure the
+// last loaded denylist stays in force and the failure is logged at ERROR
+// (at most once every 10 seconds while it lasts).
+func (s *RedisStore) loadDenylist() {
+	ctx, cancel := context.WithTimeout(s.ctx, denylistTimeout)
+	defer cancel()
+	d, problems, err := loadDenylist(ctx, s.client)
+	log := s.logger.Load()
+	if err != nil {
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.denyFailing.Store(true)
+		now := time.Now().UnixNano()
+		if last := s.lastDenyLog.Load(); now-last >= int64(10*time.Second) && s.lastDenyLog.CompareAndSwap(last, now) {
+			kept := -1
+			if cur := s.denied.Load(); cur != nil {
+				kept = cur.Len()
+			}
+			log.Error("cannot load the client certificate denylist; keeping the last one loaded (-1: none yet). Logged at most every 10s",
+				zap.String("redis", s.name), zap.Int("kept_entries", kept), zap.Error(err))
+		}
+		return
+	}
+	prev := s.denied.Swap(d)
+	s.denyLoads.Add(1)
+	if s.denyFailing.Swap(false) || prev == nil || prev.Version != d.Version {
+		// Logged when something changed, not on every periodic load.
+		for _, p := range problems {
+			log.Error("invalid client certificate denylist entry", zap.String("redis", s.name), zap.Error(p))
+		}
+		log.Info("client certificate denylist loaded", zap.String("redis", s.name),
+			zap.Int("entries", d.Len()), zap.Int64("version", d.Version))
 	}
 }

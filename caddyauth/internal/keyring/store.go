@@ -27,6 +27,7 @@ var ErrUnavailable = errors.New("key store unavailable")
 type Set struct {
 	byID       map[string]*Key
 	principals map[string][]*Key // PinKey → principals filed under it
+	denied     *Denylist         // swapped with the keys, never apart
 	Warnings   []string
 }
 
@@ -55,6 +56,9 @@ func NewSet(records []*Record) (*Set, error) {
 	}
 	return s, nil
 }
+
+// Denylist implements DenylistSource.
+func (s *Set) Denylist() *Denylist { return s.denied }
 
 // Len is the number of keys in the set.
 func (s *Set) Len() int { return len(s.byID) }
