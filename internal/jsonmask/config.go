@@ -109,7 +109,7 @@ type Config struct {
 	maxValue   int
 	remove     bool
 	presetName string
-	fastPath   bool // members() applies: no paths, no detectors, mask or null
+	fastPath   bool // fast() applies: no paths, no detectors, mask or null
 }
 
 // Preset pii (SPEC section 6): suffixes and exact normalised names.

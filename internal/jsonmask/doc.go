@@ -20,8 +20,12 @@
 //
 // A resumable byte-wise state machine validates RFC 8259 JSON and tracks
 // the nesting; fast paths take whole tokens (ASCII strings via an 8-bytes-
-// at-a-time scan, numbers, literals, compact object members) when they lie
-// inside the current write. Untouched input is copied as spans, so numbers,
+// at-a-time scan, numbers, literals) when they lie inside the current
+// write. For the common policy (no paths, no detectors, mask or null) one
+// loop (fast.go) walks names, values, brackets and commas inside
+// containers with its state in locals, and hands anything unusual back to
+// the state machine in exactly the state it would have reached, so both
+// give the same bytes at every split. Untouched input is copied as spans, so numbers,
 // escapes and white space come out byte for byte; only values under matched
 // members are rewritten. Each decision is prefix-decidable: a member name
 // (decoded, normalised, matched by a reversed trie) or a path step (an NFA

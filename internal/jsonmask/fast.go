@@ -1,96 +1,303 @@
 package jsonmask
 
-// members is the hot loop for the most common shape of API JSON: compact
-// object members `"name":value,` inside one chunk, where the value is an
-// ASCII string without escapes, a number or a literal, and the policy has
-// no paths, no detectors and strategy mask or null. p[i] is the opening
-// quote of a member name in the object on top of the stack. Anything else
-// (white space, containers, escapes, the end of the chunk, errors) is handed
-// back to the general state machine with the state it expects, so both
-// produce the same bytes; the split tests check that.
-func (s *Stream) members(p []byte, i int) int {
-	n := len(p)
-	d0 := s.frames[len(s.frames)-1].disp
-	names := s.cfg.names
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// fast is the hot loop for the most common policy (no paths, no detectors,
+// strategy mask or null) inside containers. It walks whole tokens that lie
+// inside the current chunk — member names that are ASCII without escapes,
+// string values (validated, never decoded: they are copied or masked
+// whole), numbers, literals, brackets, commas, colons and white space —
+// keeping the state in locals, and only leaves the loop when the document
+// does something else (an escape or non-ASCII byte in a member name, a
+// token cut by the end of the chunk, an error, the end of the top-level
+// value). It then returns with s.st, s.vdisp and the nesting stack exactly
+// as the general state machine would have left them at that byte, so the
+// general path carries on from there and both produce the same bytes at
+// every split; TestFastLoopMatchesGeneral and FuzzFastLoop compare the two.
+//
+// With this policy a container's disposition is only dPlain or dMasked
+// (dKept needs a keep path, dDropped the remove strategy), so a value is
+// masked when its container is or when its member name matches.
+//
+// fast returns the index to continue at. It may return i unchanged with
+// s.st unchanged, having done nothing; the caller then uses the general
+// path for that byte.
+func (s *Stream) fast(p []byte, i int) int {
+	// The loop is written with labels, one per state, because the next
+	// state is almost always known statically (a name is followed by a
+	// colon and a value, a value by a comma or a bracket): jumping there
+	// directly avoids a dispatch per token and keeps the few live values in
+	// registers. Every label is at the top level of the function, and all
+	// variables are declared before the first jump.
+	var (
+		n      = len(p)
+		k      int
+		m      uint64
+		c      byte
+		d      = s.vdisp
+		fArr   bool // the container on top of the stack
+		fDisp  disp
+		isName bool // which string str is scanning
+	)
+	fArr, fDisp = s.frames[len(s.frames)-1].array, s.frames[len(s.frames)-1].disp
+	switch s.st {
+	case stObjFirst:
+		goto objFirst
+	case stObjName:
+		goto objName
+	case stArrFirst:
+		goto arrFirst
+	case stValue:
+		goto value
+	}
+	goto after
+
+objFirst: // after '{'
+	if i >= n {
+		s.st = stObjFirst
+		return i
+	}
+	if p[i] == '"' {
+		goto name
+	}
+	if p[i] == '}' {
+		goto closing
+	}
+	if s.ws[p[i]] {
+		i++
+		goto objFirst
+	}
+	s.st = stObjFirst
+	return i
+
+objName: // after ',' in an object
+	if i >= n {
+		s.st = stObjName
+		return i
+	}
+	if p[i] == '"' {
+		goto name
+	}
+	if s.ws[p[i]] {
+		i++
+		goto objName
+	}
+	s.st = stObjName
+	return i
+
+name: // p[i] is the opening quote of a member name
+	isName = true
+	goto str
+nameEnd: // k is the closing quote of the name, or -1
+	if k < 0 {
+		s.st = stObjName // same as stObjFirst before a quote
+		return i         // escapes, non-ASCII or cut: the general path
+	}
+	d = fDisp
+	if d == dPlain {
+		if m := s.cfg.names; m != nil && m.mayMatch(p[i+1:k]) && m.matchRaw(p[i+1:k]) {
+			d = dMasked
+		}
+	}
+	i = k + 1
+	if i < n && p[i] == ':' {
+		i++
+		goto value
+	}
+	for i < n && s.ws[p[i]] {
+		i++
+	}
+	if i < n && p[i] == ':' {
+		i++
+		goto value
+	}
+	s.vdisp = d
+	s.st = stColon
+	return i
+
+arrFirst: // after '['
+	if i >= n {
+		s.st = stArrFirst
+		return i
+	}
+	if p[i] == ']' {
+		goto closing
+	}
+	if s.ws[p[i]] {
+		i++
+		goto arrFirst
+	}
+	d = fDisp
+	goto value
+
+value: // a value whose disposition is d starts at p[i]
+	if i >= n {
+		s.vdisp = d
+		s.st = stValue
+		return i
+	}
+	c = p[i]
+	if c == '"' {
+		isName = false
+		goto str
+	}
+	goto scalar
+valueEnd: // k is the closing quote of the string value at p[i], or -1
+	if k < 0 {
+		// Escapes or non-ASCII text: validated here as well, since the
+		// value is copied or masked whole either way.
+		if k = skipString(p, i+1); k < 0 {
+			s.vdisp = d
+			s.st = stValue
+			return i
+		}
+	}
+	if d == dMasked {
+		s.maskSpan(p, i, k+1)
+	}
+	i = k + 1
+	goto after
+
+scalar: // c = p[i] starts a value other than a string
+	switch c {
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		nst := nStart
+		for k = i; k < n; k++ {
+			nx := numTab[nst][numClass[p[k]]]
+			if nx >= nEnd {
+				break
+			}
+			nst = nx
+		}
+		if k == n || !numTerminal[nst] || numTab[nst][numClass[p[k]]] == nErr {
+			s.vdisp = d
+			s.st = stValue
+			return i // cut, or invalid: the general path decides
+		}
+		if d == dMasked {
+			s.maskSpan(p, i, k)
+		}
+		i = k
+		goto after
+	case 't', 'f', 'n':
+		lit := "null"
+		if c == 't' {
+			lit = "true"
+		} else if c == 'f' {
+			lit = "false"
+		}
+		if i+len(lit) > n || string(p[i:i+len(lit)]) != lit {
+			s.vdisp = d
+			s.st = stValue
+			return i
+		}
+		if d == dMasked && c != 'n' { // null stays null
+			s.maskSpan(p, i, i+len(lit))
+		}
+		i += len(lit)
+		goto after
+	case '{', '[':
+		if len(s.frames) >= s.cfg.maxDepth {
+			s.vdisp = d
+			s.st = stValue
+			return i // the general path reports it
+		}
+		fArr, fDisp = c == '[', d
+		s.frames = append(s.frames, frame{array: fArr, disp: fDisp})
+		i++
+		if fArr {
+			goto arrFirst
+		}
+		goto objFirst
+	}
+	if s.ws[c] {
+		i++
+		goto value
+	}
+	s.vdisp = d
+	s.st = stValue
+	return i
+
+after: // after a value inside the container on top
+	if i >= n {
+		s.st = stAfter
+		return i
+	}
+	c = p[i]
+	if c == ',' {
+		i++
+		if fArr {
+			d = fDisp
+			goto value
+		}
+		goto objName
+	}
+	if c == '}' || c == ']' {
+		if fArr != (c == ']') {
+			s.st = stAfter
+			return i // mismatched: the general path reports it
+		}
+		goto closing
+	}
+	if s.ws[c] {
+		i++
+		goto after
+	}
+	s.st = stAfter
+	return i
+
+str: // p[i] opens a string: k = asciiEnd(p, i+1), its first sixteen bytes inline
+	k = i + 1
+	if k+16 <= n {
+		if m = swarSpecial(binary.LittleEndian.Uint64(p[k : k+8])); m == 0 {
+			if m = swarSpecial(binary.LittleEndian.Uint64(p[k+8 : k+16])); m == 0 {
+				k = asciiEnd(p, k+16)
+				goto strDone
+			}
+			k += 8
+		}
+		if k += bits.TrailingZeros64(m) >> 3; p[k] != '"' {
+			k = -1
+		}
+	} else {
+		k = asciiEnd(p, k)
+	}
+strDone:
+	if isName {
+		goto nameEnd
+	}
+	goto valueEnd
+
+closing: // p[i] closes the container on top (checked by the caller)
+	i++
+	s.frames = s.frames[:len(s.frames)-1]
+	if len(s.frames) == 0 {
+		s.endValue()
+		return i
+	}
+	fArr, fDisp = s.frames[len(s.frames)-1].array, s.frames[len(s.frames)-1].disp
+	goto after
+}
+
+// maskSpan replaces the scalar p[i:e] by the strategy's replacement: what precedes it goes out,
+// the verbatim span restarts after it. In the fast loop's policy nothing
+// is ever pending or dropped, so this is cut, emitStr and resume in one.
+func (s *Stream) maskSpan(p []byte, i, e int) {
+	if s.span >= 0 && i > s.span {
+		s.emit(p[s.span:i])
+	}
 	repl := `"[REDACTED]"`
 	if s.cfg.strategy == StrategyNull {
 		repl = "null"
 	}
-	for {
-		k := asciiEnd(p, i+1)
-		if k < 0 {
-			return s.beginName(p, i) // escapes, non-ASCII or split: general path
-		}
-		d := d0
-		if d == dPlain && names != nil && names.matchRaw(p[i+1:k]) {
-			d = dMasked
-		}
-		s.vdisp = d
-		j := k + 1
-		if j >= n || p[j] != ':' {
-			s.st = stColon
-			return j
-		}
-		j++
-		s.st = stValue
-		if j >= n {
-			return j
-		}
-		switch c := p[j]; c {
-		case '"':
-			e := asciiEnd(p, j+1)
-			if e < 0 {
-				return j
-			}
-			if d == dMasked {
-				s.cut(p, j)
-				s.emitStr(repl)
-				s.fields++
-				s.resume(e + 1)
-			}
-			j = e + 1
-		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-			if d == dMasked {
-				return j
-			}
-			st, e := nStart, j
-			for e < n {
-				nx := numTab[st][numClass[p[e]]]
-				if nx >= nEnd {
-					if nx == nErr {
-						return j
-					}
-					break
-				}
-				st = nx
-				e++
-			}
-			if e == n || !numTerminal[st] {
-				return j
-			}
-			j = e
-		case 't', 'f', 'n':
-			if d == dMasked {
-				return j
-			}
-			lit := "null"
-			if c == 't' {
-				lit = "true"
-			} else if c == 'f' {
-				lit = "false"
-			}
-			if j+len(lit) > n || string(p[j:j+len(lit)]) != lit {
-				return j
-			}
-			j += len(lit)
-		default:
-			return j
-		}
-		s.st = stAfter
-		if j+1 < n && p[j] == ',' && p[j+1] == '"' {
-			i = j + 1
-			continue
-		}
-		return j
+	if len(s.out)+len(repl) <= cap(s.out) {
+		s.out = append(s.out, repl...)
+	} else {
+		s.emitStr(repl)
 	}
+	s.fields++
+	s.span = e
 }

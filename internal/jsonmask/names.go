@@ -197,6 +197,13 @@ func (nb *nameBuilder) build() *nameMatcher {
 	return m
 }
 
+// mayMatch is matchRaw's first step, cheap enough to inline: false when
+// the last byte of the pure-ASCII raw name already leaves the trie (most
+// names of a document).
+func (m *nameMatcher) mayMatch(raw []byte) bool {
+	return m.ascii == nil || len(raw) == 0 || m.ascii[rootNode<<7|int(raw[len(raw)-1]&0x7f)] != 0
+}
+
 // matchRaw matches a member name given as raw JSON string content that is
 // pure ASCII without escapes (the fast path): normalisation happens in the
 // transition table, nothing is copied.

@@ -55,6 +55,17 @@ func (s *Stream) run(p []byte) {
 	}
 	ws := s.ws
 	for i < n && s.err == nil {
+		if s.cfg.fastPath && len(s.frames) > 0 {
+			// Inside containers the common policy takes the fast loop; it
+			// hands back whatever it does not handle.
+			switch st := s.st; st {
+			case stObjFirst, stObjName, stArrFirst, stValue, stAfter:
+				if j := s.fast(p, i); j != i || s.st != st {
+					i = j
+					continue
+				}
+			}
+		}
 		switch s.st {
 		case stBOM:
 			for s.bom < 3 && i < n {
@@ -148,10 +159,6 @@ func (s *Stream) run(p []byte) {
 			}
 			switch p[i] {
 			case '"':
-				if s.cfg.fastPath && s.frames[len(s.frames)-1].disp <= dMasked {
-					i = s.members(p, i)
-					break
-				}
 				i = s.beginName(p, i)
 				// Usually the colon and the value follow at once.
 				if s.st == stColon && i < n && p[i] == ':' {
@@ -239,9 +246,7 @@ func (s *Stream) run(p []byte) {
 				} else {
 					s.st = stObjName
 					// Compact objects: the next name follows at once.
-					if i < n && p[i] == '"' && s.cfg.fastPath && f.disp <= dMasked {
-						i = s.members(p, i)
-					} else if i < n && p[i] == '"' {
+					if i < n && p[i] == '"' {
 						i = s.beginName(p, i)
 						if s.st == stColon && i < n && p[i] == ':' {
 							i++

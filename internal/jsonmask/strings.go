@@ -66,11 +66,7 @@ func indexSpecial(b []byte) int {
 // while eight bytes remain in the chunk).
 func asciiEnd(p []byte, i int) int {
 	for ; i+8 <= len(p); i += 8 {
-		x := binary.LittleEndian.Uint64(p[i:])
-		q := x ^ (swarLo * '"')
-		e := x ^ (swarLo * '\\')
-		m := ((q-swarLo)&^q | (e-swarLo)&^e | (x - swarLo*0x20) | x) & swarHi
-		if m != 0 {
+		if m := swarSpecial(binary.LittleEndian.Uint64(p[i : i+8])); m != 0 {
 			j := i + bits.TrailingZeros64(m)>>3
 			if p[j] == '"' {
 				return j
@@ -630,4 +626,65 @@ func (s *Stream) emitPartial() {
 	s.rw = appendPartial(s.rw, s.dec, s.decOver, kindUnknown)
 	s.rw = append(s.rw, '"')
 	s.emit(s.rw)
+}
+
+// swarSpecial flags (high bit) the bytes of x that end a plain run: '"',
+// '\\', control characters and non-ASCII. The lowest flag is exact; flags
+// above it may be false positives (borrows), which no caller looks at.
+func swarSpecial(x uint64) uint64 {
+	q := x ^ (swarLo * '"')
+	e := x ^ (swarLo * '\\')
+	return ((q-swarLo)&^q | (e-swarLo)&^e | (x - swarLo*0x20) | x) & swarHi
+}
+
+// skipString returns the index of the closing quote when the string content
+// starting at p[i] is valid and ends inside p, else -1 (the general path
+// then reports the error or waits for the rest). It is what strRun and
+// token check for a string that no sink needs (copied verbatim, or masked
+// whole by mask or null), without decoding anything: the fast loop's way
+// over values with escapes or non-ASCII text.
+func skipString(p []byte, i int) int {
+	n := len(p)
+	for {
+		j := i + indexSpecial(p[i:])
+		if j >= n {
+			return -1
+		}
+		c := p[j]
+		switch {
+		case c == '"':
+			return j
+		case c == '\\':
+			if j+1 >= n {
+				return -1
+			}
+			if p[j+1] != 'u' {
+				if unescape[p[j+1]] == 0 {
+					return -1
+				}
+				i = j + 2
+				continue
+			}
+			if j+6 > n {
+				return -1
+			}
+			for _, h := range p[j+2 : j+6] {
+				if unhex[h] == 0xff {
+					return -1
+				}
+			}
+			i = j + 6
+		case c < 0x20:
+			return -1
+		default:
+			need := utf8Len(c)
+			if need == 0 || j+need > n {
+				return -1
+			}
+			if r, size := utf8.DecodeRune(p[j : j+need]); r == utf8.RuneError && size <= 1 {
+				return -1
+			}
+			i = j + need
+		}
+	}
 }
