@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "scoped-key",
-		Usage: "new|list|revoke|rotate|explain|audit (--keys FILE | --redis URL) ...",
+		Usage: "new|list|revoke|rotate|deny-cert|allow-cert|denied-certs|audit|explain (--keys FILE | --redis URL) ...",
 		Short: "Creates, lists, revokes and rotates scoped API keys",
 		Long: `
 Manages the keys that the scoped_auth handler accepts, in a keys file
@@ -213,7 +213,7 @@ func (c *scopedKeyCLI) attach(cmd *cobra.Command) {
 	cmd.Args = cobra.ArbitraryArgs
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return fmt.Errorf("unknown command %q for %q (want new, list, revoke or rotate)", skShort(args[0]), cmd.CommandPath())
+			return fmt.Errorf("unknown command %q for %q (want new, list, revoke, rotate, deny-cert, allow-cert, denied-certs, audit or explain)", skShort(args[0]), cmd.CommandPath())
 		}
 		return cmd.Help()
 	}
