@@ -31,6 +31,18 @@ func (h *Redact) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	r.Header.Set("Accept-Encoding", "identity")
 	r.Header.Del("Range")
 	r.Header.Del("If-Range")
+	// A masked response never carries the upstream's validators, so a
+	// legitimate client has none to send; one it learned elsewhere would
+	// turn 304/412 into an oracle that confirms a guessed ETag or date of
+	// the unmasked body. On reads, the conditionals go. On writes,
+	// If-Match and If-Unmodified-Since stay: they protect against lost
+	// updates, and answering them needs the write permission anyway.
+	r.Header.Del("If-None-Match")
+	r.Header.Del("If-Modified-Since")
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		r.Header.Del("If-Match")
+		r.Header.Del("If-Unmodified-Since")
+	}
 
 	mw := newMaskWriter(w, r, h)
 	defer mw.release()

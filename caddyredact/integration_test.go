@@ -72,6 +72,14 @@ var (
 	dir       string
 )
 
+// extraGlobal and extraSites let other test files of the package add global
+// options and site blocks to the one Caddyfile (Caddy runs once per test
+// binary). Each function runs inside setup, with the temporary directory.
+var (
+	extraGlobal []func(t *testing.T, dir string) string
+	extraSites  []func(t *testing.T, dir string) string
+)
+
 func gz(s string) []byte {
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
@@ -212,7 +220,7 @@ func setup(t *testing.T) {
 	skip_install_trust
 	auto_https off
 	storage file_system %s
-}
+%s}
 http://localhost:%d {
 	handle /files/* {
 		uri strip_prefix /files
@@ -278,10 +286,20 @@ http://localhost:%d {
 		respond `+"`"+`{"error":"{err.message}","contact":{"name":"Ada Lovelace","email":"ada@acme.test"}}`+"`"+` 500
 	}
 }
-`, adminPort, httpPort, filepath.Join(dir, "storage"), httpPort, dir, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr)
+`, adminPort, httpPort, filepath.Join(dir, "storage"), extra(t, extraGlobal), httpPort, dir, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr, upAddr)
+		config += extra(t, extraSites)
 		tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, LoadRequestTimeout: 10 * time.Second, TestRequestTimeout: 10 * time.Second})
 		tc.InitServer(config, "caddyfile")
 	})
+}
+
+// extra joins what the functions of extraGlobal or extraSites return.
+func extra(t *testing.T, fns []func(t *testing.T, dir string) string) string {
+	var b strings.Builder
+	for _, fn := range fns {
+		b.WriteString(fn(t, dir))
+	}
+	return b.String()
 }
 
 type result struct {

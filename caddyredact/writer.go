@@ -35,11 +35,27 @@ const (
 // maskWriter wraps the response writer. It overrides Write, ReadFrom,
 // WriteHeader, Flush and Hijack so that no path (io.Copy's ReadFrom,
 // http.ResponseController's Flush through Unwrap, a hijack) can send
-// unmasked bytes or commit headers early.
+// unmasked bytes or commit headers early. Once a plain body streams, the
+// masking moves to a goroutine (pipeline.go) that then owns the masker
+// and the client's writer until stopDecoder.
+//
+// It also owns Header once the final status is decided for a body that is
+// not passed through: from then on the handler behind gets a header map
+// of its own (late), which never reaches the client. That is what keeps
+// out the trailers reverse_proxy copies into Header after the body (a
+// digest of the unmasked body, or data: PR-A6), and it means that a
+// decoder goroutine committing the response is the only one touching the
+// client's header map (reverse_proxy's finalizeResponse keeps writing to
+// Header on the handler goroutine meanwhile).
 type maskWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 	h *Redact
 	r *http.Request
+
+	// late is what Header returns after the decision (nil while the
+	// response passes through unchanged): set on the handler goroutine
+	// before any other goroutine starts, never read by the client path.
+	late http.Header
 
 	state     writerState
 	status    int
@@ -55,6 +71,9 @@ type maskWriter struct {
 	// A still-encoded body is decoded by a goroutine reading from a pipe.
 	pipe    *io.PipeWriter
 	decoded chan error
+
+	// A plain body that streams is masked by a goroutine (pipeline.go).
+	pl *pipeline
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -78,33 +97,78 @@ func (mw *maskWriter) errOr(def error) error {
 	return def
 }
 
+// Header is the header map of the handler behind: the client's until the
+// final status is decided, then (unless the response passes through
+// unchanged) one that is discarded.
+func (mw *maskWriter) Header() http.Header {
+	if mw.late != nil {
+		return mw.late
+	}
+	return mw.ResponseWriter.Header()
+}
+
+// detach gives the handler behind a header map of its own from now on,
+// and drops the upstream's trailer announcement: no trailer of a body
+// that is masked (or refused) ever reaches the client.
+func (mw *maskWriter) detach() {
+	mw.ResponseWriter.Header().Del("Trailer")
+	mw.late = make(http.Header)
+}
+
+// unmaskedBodyHeaders describe the unmasked body: its validators, digests
+// and ranges (SPEC §6 "Never leaks").
+var unmaskedBodyHeaders = []string{"Etag", "Last-Modified", "Accept-Ranges", "Content-Md5", "Digest",
+	"Content-Digest", "Repr-Digest", "Content-Range"}
+
 // WriteHeader decides, from the status and the headers, what happens to
 // the body. Nothing is sent yet for a body that will be masked.
 func (mw *maskWriter) WriteHeader(status int) {
 	if mw.state != stateHeader {
 		return
 	}
-	hdr := mw.Header()
+	hdr := mw.ResponseWriter.Header()
 	switch {
 	case status == http.StatusSwitchingProtocols:
 		mw.fail(status, errors.New("redact: protocol upgrade refused"))
+		mw.detach()
 		return
 	case status < 200:
 		mw.ResponseWriter.WriteHeader(status) // 100, 103: informational, no body
 		return
 	}
 	mw.status = status
+	mt := mediaType(hdr.Get("Content-Type"))
+	mode, isJSON := jsonMode(mt)
+	passed := mt != "" && !isJSON && mw.h.passes(mt) // pass_types: unchanged
 	if mw.r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
 		// No body: pass unchanged, but never the unmasked body's length.
 		if mw.r.Method == http.MethodHead {
 			hdr.Del("Content-Length")
 		}
+		if !passed {
+			// SPEC §6 says these pass unchanged, and also that a masked
+			// response loses the unmasked body's validators and digests.
+			// When the body would have been masked (or refused), the
+			// second wins, which goes beyond "unchanged": an ETag or a
+			// digest of a small unmasked body is an offline brute-force
+			// oracle for the PII in it (file_server's ETag even encodes
+			// its size), and a 304 updates the headers a cache stored for
+			// the masked 200 (RFC 9111 §4.3.4), so it must say what that
+			// 200 says: no length or encoding of the unmasked body, Vary
+			// by the key header and Cache-Control private. Only pass_types
+			// bodies, which are never masked, keep theirs.
+			for _, name := range unmaskedBodyHeaders {
+				hdr.Del(name)
+			}
+			hdr.Del("Content-Length")
+			hdr.Del("Content-Encoding")
+			privateHeaders(hdr, mw.h.vary)
+			mw.detach()
+		}
 		mw.state = statePass
 		mw.commit()
 		return
 	}
-	mt := mediaType(hdr.Get("Content-Type"))
-	mode, isJSON := jsonMode(mt)
 	switch {
 	case status == http.StatusPartialContent && !(mt != "" && !isJSON && mw.h.passes(mt)):
 		mw.fail(status, errors.New("redact: partial content (206) refused"))
@@ -112,12 +176,14 @@ func (mw *maskWriter) WriteHeader(status int) {
 		mw.state = stateSniff
 	case isJSON:
 		mw.startMasking(mode)
-	case mw.h.passes(mt):
+	case passed:
 		mw.state = statePass
 		mw.commit()
+		return // unchanged, trailers included
 	default:
 		mw.state = stateHold
 	}
+	mw.detach()
 }
 
 // startMasking prepares the masker, and a decoder if the body is still
@@ -126,7 +192,7 @@ func (mw *maskWriter) startMasking(mode jsonmask.Mode) {
 	mw.state, mw.mode = stateMask, mode
 	mw.buf = bufPool.Get().(*bytes.Buffer)
 	mw.stream = mw.h.mask.NewStreamMode(sinkWriter{mw}, mode)
-	enc := strings.ToLower(strings.TrimSpace(mw.Header().Get("Content-Encoding")))
+	enc := strings.ToLower(strings.TrimSpace(mw.ResponseWriter.Header().Get("Content-Encoding")))
 	switch enc {
 	case "", "identity":
 		return
@@ -170,8 +236,14 @@ func (mw *maskWriter) startDecoder(enc string) {
 	}()
 }
 
-// stopDecoder ends the decoding goroutine and returns its error.
+// stopDecoder ends the goroutine that owns the masker and the output, if
+// any (the decoder, or the masking pipeline), and returns its error.
 func (mw *maskWriter) stopDecoder() error {
+	if mw.pl != nil {
+		err := mw.pl.stop()
+		mw.pl = nil
+		return err
+	}
 	if mw.pipe == nil {
 		return nil
 	}
@@ -198,6 +270,19 @@ func (mw *maskWriter) Write(p []byte) (int, error) {
 	if mw.pipe != nil { // WriteHeader started a decoder
 		return mw.Write(p)
 	}
+	if mw.pl != nil {
+		// The pipeline's goroutine owns the masker and the output.
+		if mw.state == stateRefused {
+			return 0, mw.cause
+		}
+		n, err := mw.pl.write(p)
+		if err != nil {
+			mw.fail(mw.status, err)
+			return 0, mw.cause
+		}
+		mw.inBytes += int64(n)
+		return n, nil
+	}
 	switch mw.state {
 	case statePass:
 		return mw.ResponseWriter.Write(p)
@@ -212,7 +297,11 @@ func (mw *maskWriter) Write(p []byte) (int, error) {
 	case stateSniff:
 		return mw.sniffWrite(p)
 	}
-	return maskerInput{mw}.Write(p)
+	n, err := maskerInput{mw}.Write(p)
+	if err == nil && mw.committed && mw.state == stateMask {
+		mw.startPipeline() // streaming from now on
+	}
+	return n, err
 }
 
 // sniffWrite decides a body without Content-Type by its first byte other
@@ -274,10 +363,14 @@ func (in maskerInput) Write(p []byte) (int, error) {
 }
 
 // sinkWriter receives the masker's output: into the buffer until the
-// response is committed, to the client after.
+// response is committed, to the client after (through the pipeline's
+// output buffer while it runs).
 type sinkWriter struct{ mw *maskWriter }
 
 func (s sinkWriter) Write(p []byte) (int, error) {
+	if pl := s.mw.pl; pl != nil {
+		return pl.buffer(p) // on the pipeline's goroutine
+	}
 	if s.mw.committed {
 		return s.mw.ResponseWriter.Write(p)
 	}
@@ -313,11 +406,15 @@ func (mw *maskWriter) commit() {
 
 // maskedHeaders fixes the headers of a masked body: its length (or none
 // while streaming), no validators or digests of the unmasked body, no
-// encoding (it was decoded), and no sharing between callers.
+// encoding (it was decoded), no trailers, and no sharing between callers.
+// It may run on a decoder goroutine: it touches only the client's header
+// map, which the handler behind no longer sees (detach).
 func (mw *maskWriter) maskedHeaders(length int) {
-	hdr := mw.Header()
-	for _, name := range []string{"Content-Length", "Content-Encoding", "Etag", "Last-Modified", "Accept-Ranges",
-		"Content-Md5", "Digest", "Content-Digest", "Repr-Digest", "Content-Range"} {
+	hdr := mw.ResponseWriter.Header()
+	for _, name := range unmaskedBodyHeaders {
+		hdr.Del(name)
+	}
+	for _, name := range []string{"Content-Length", "Content-Encoding", "Trailer"} {
 		hdr.Del(name)
 	}
 	if length >= 0 {
@@ -407,10 +504,12 @@ func (mw *maskWriter) refuse(cause error) error {
 	return caddyhttp.Error(http.StatusBadGateway, cause)
 }
 
+// clearHeaders empties the client's header map (and the handler's own,
+// so that nothing it added later survives either).
 func (mw *maskWriter) clearHeaders() {
-	hdr := mw.Header()
-	for name := range hdr {
-		delete(hdr, name)
+	clear(mw.ResponseWriter.Header())
+	if mw.late != nil {
+		clear(mw.late)
 	}
 }
 
@@ -421,11 +520,15 @@ func (mw *maskWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // FlushError ends the buffer phase (SPEC: the upstream's first Flush) and
-// flushes what is masked so far. While a decoder goroutine owns the output,
-// or before anything is decided, it does nothing.
+// flushes what is masked so far (through the pipeline's goroutine once it
+// owns the output). While a decoder goroutine owns the output, or before
+// anything is decided, it does nothing.
 func (mw *maskWriter) FlushError() error {
 	if mw.pipe != nil {
 		return nil
+	}
+	if mw.pl != nil {
+		return mw.pl.flush()
 	}
 	switch mw.state {
 	case statePass:
@@ -442,6 +545,10 @@ func (mw *maskWriter) Flush() { _ = mw.FlushError() }
 
 // Hijack is refused: a hijacked connection would bypass masking.
 func (mw *maskWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if mw.pipe != nil {
+		// The decoder goroutine owns the state: refuse without touching it.
+		return nil, nil, errors.New("redact: connection hijack refused")
+	}
 	mw.fail(http.StatusSwitchingProtocols, errors.New("redact: connection hijack refused"))
 	return nil, nil, mw.cause
 }

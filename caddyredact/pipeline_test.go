@@ -1,0 +1,240 @@
+package caddyredact
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/scopegate/scopegate/internal/jsonmask"
+)
+
+// ownerWriter is a client ResponseWriter that fails the test if two
+// goroutines ever use it at once (the pipeline must own it alone), records
+// what it was given, and can break after a number of bytes like a client
+// that went away.
+type ownerWriter struct {
+	t       *testing.T
+	h       http.Header
+	busy    atomic.Bool
+	mu      sync.Mutex
+	body    bytes.Buffer
+	status  int
+	flushes int
+	breakAt int // > 0: Write fails once this many bytes were written
+}
+
+func (w *ownerWriter) enter() {
+	if !w.busy.CompareAndSwap(false, true) {
+		w.t.Error("the client's ResponseWriter is used by two goroutines at once")
+	}
+}
+
+func (w *ownerWriter) leave() { w.busy.Store(false) }
+
+func (w *ownerWriter) Header() http.Header { return w.h }
+
+func (w *ownerWriter) WriteHeader(status int) {
+	w.enter()
+	defer w.leave()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *ownerWriter) Write(p []byte) (int, error) {
+	w.enter()
+	defer w.leave()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.status == 0 {
+		w.status = 200
+	}
+	if w.breakAt > 0 && w.body.Len()+len(p) > w.breakAt {
+		return 0, errors.New("client went away")
+	}
+	return w.body.Write(p)
+}
+
+func (w *ownerWriter) Flush() {
+	w.enter()
+	defer w.leave()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushes++
+}
+
+func (w *ownerWriter) result() (int, string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status, w.body.String(), w.flushes
+}
+
+// serve runs the handler with next writing body in the given chunk sizes
+// (cycled), flushing every flushEvery writes (0: never). It returns the
+// handler's error and whether it aborted with http.ErrAbortHandler.
+func serve(t *testing.T, h *Redact, w *ownerWriter, body []byte, sizes []int, flushEvery int) (err error, aborted bool) {
+	t.Helper()
+	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		for k := 0; len(body) > 0; k++ {
+			n := min(len(body), sizes[k%len(sizes)])
+			if _, err := w.Write(body[:n]); err != nil {
+				return err
+			}
+			body = body[n:]
+			if flushEvery > 0 && k%flushEvery == flushEvery-1 {
+				if err := http.NewResponseController(w).Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	defer func() {
+		if rec := recover(); rec != nil {
+			if rec != http.ErrAbortHandler {
+				panic(rec)
+			}
+			aborted = true
+		}
+	}()
+	return h.ServeHTTP(w, r, next), false
+}
+
+// TestPipelineStreams: past max_buffer the body is masked by the
+// pipeline's goroutine; the output is byte for byte the masker's, whatever
+// the write sizes (larger than a pipeline buffer included) and flushes.
+func TestPipelineStreams(t *testing.T) {
+	h := provisioned(t, &Redact{MaxBuffer: 4096})
+	doc := denseDoc(600 << 10)
+	var want bytes.Buffer
+	if _, err := h.mask.Copy(&want, bytes.NewReader(doc), jsonmask.ModeJSON); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sizes      []int
+		flushEvery int
+	}{
+		{[]int{32 << 10}, 0},
+		{[]int{1, 7, 4096, 100 << 10, 3, 65 << 10, 64 << 10}, 3},
+		{[]int{513}, 1},
+	} {
+		w := &ownerWriter{t: t, h: http.Header{}}
+		err, aborted := serve(t, h, w, doc, tc.sizes, tc.flushEvery)
+		if err != nil || aborted {
+			t.Fatalf("sizes %v: %v, aborted %v", tc.sizes, err, aborted)
+		}
+		status, got, flushes := w.result()
+		if status != 200 || got != want.String() {
+			t.Fatalf("sizes %v: status %d, %d bytes, want %d bytes identical to the masker's", tc.sizes, status, len(got), want.Len())
+		}
+		if tc.flushEvery > 0 && flushes == 0 {
+			t.Errorf("sizes %v: no flush reached the client", tc.sizes)
+		}
+		if strings.Contains(got, "@acme.test") {
+			t.Errorf("an email reached the client")
+		}
+	}
+}
+
+// TestPipelineInvalidAfterCommit: invalid JSON found by the pipeline's
+// goroutine after the response was committed aborts it; the client got
+// only masked output (a prefix of what the masker writes for the valid
+// part and what the masker wrote before the error), never the bytes
+// around the error.
+func TestPipelineInvalidAfterCommit(t *testing.T) {
+	h := provisioned(t, &Redact{MaxBuffer: 4096})
+	doc := denseDoc(300 << 10)
+	valid := doc[:len(doc)-2] // the document without "]}"
+	for _, tail := range []string{`,{"email":"ada@acme.test"`, `,{"email":"ada@acme.test"}}` + strings.Repeat(" ", 200<<10), `,"email"` + strings.Repeat(`x`, 100<<10)} {
+		body := append(append([]byte(nil), valid...), tail...)
+		// What the masker itself writes for the same 32 KiB writes, up to
+		// the error.
+		var want bytes.Buffer
+		s := h.mask.NewStream(&want)
+		for p := body; len(p) > 0; p = p[min(len(p), 32<<10):] {
+			if _, err := s.Write(p[:min(len(p), 32<<10)]); err != nil {
+				break
+			}
+		}
+		w := &ownerWriter{t: t, h: http.Header{}}
+		_, aborted := serve(t, h, w, body, []int{32 << 10}, 0)
+		if !aborted {
+			t.Errorf("tail %.30q: not aborted", tail)
+		}
+		_, got, _ := w.result()
+		if !strings.HasPrefix(want.String(), got) || strings.Contains(got, "ada@") {
+			t.Errorf("tail %.30q: the client got more than the masked valid part", tail)
+		}
+	}
+}
+
+// TestPipelineClientGone: a client that stops reading ends the response
+// (no deadlock, no goroutine left writing).
+func TestPipelineClientGone(t *testing.T) {
+	h := provisioned(t, &Redact{MaxBuffer: 4096})
+	doc := denseDoc(2 << 20)
+	w := &ownerWriter{t: t, h: http.Header{}, breakAt: 100 << 10}
+	err, aborted := serve(t, h, w, doc, []int{32 << 10}, 0)
+	if err == nil && !aborted {
+		t.Fatal("a broken client connection went unnoticed")
+	}
+	_, got, _ := w.result()
+	if len(got) > 100<<10 {
+		t.Fatalf("%d bytes written past the break", len(got))
+	}
+}
+
+// TestPipelineFlushDelivers: when Flush returns, the client has every
+// masked byte of the input written before it (the masked output travels
+// back to the caller, which writes it): exactly what the masker itself
+// has written after the same writes.
+func TestPipelineFlushDelivers(t *testing.T) {
+	h := provisioned(t, &Redact{MaxBuffer: 4096})
+	doc := denseDoc(400 << 10)
+	ref := &bytes.Buffer{}
+	s := h.mask.NewStream(ref)
+	w := &ownerWriter{t: t, h: http.Header{}}
+	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
+	checks := 0
+	next := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
+		rw.Header().Set("Content-Type", "application/json")
+		for k, p := 0, doc; len(p) > 0; k++ {
+			n := min(len(p), 5000)
+			if _, err := rw.Write(p[:n]); err != nil {
+				return err
+			}
+			if _, err := s.Write(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+			if k%7 == 6 {
+				if err := http.NewResponseController(rw).Flush(); err != nil {
+					return err
+				}
+				if _, got, _ := w.result(); ref.Len() > 8192 && got != ref.String() {
+					t.Fatalf("after a flush the client has %d bytes, the masker wrote %d", len(got), ref.Len())
+				}
+				checks++
+			}
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	if checks < 10 {
+		t.Fatalf("only %d flushes checked", checks)
+	}
+}
