@@ -4,6 +4,9 @@
 #
 #   bench/redact.sh                  # 64 MiB document, 10 rounds
 #   SIZE=16 ROUNDS=6 bench/redact.sh
+#   PPROF=1 bench/redact.sh          # also: CPU profile of Caddy during 20
+#                                    # redacted downloads -> bench/out/redact.pprof
+#                                    # (go tool pprof -top bench/out/caddy bench/out/redact.pprof)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=bench/out
@@ -11,13 +14,16 @@ SIZE=${SIZE:-64}
 ROUNDS=${ROUNDS:-10}
 PORT=${PORT:-18480}
 UPSTREAM=${UPSTREAM:-18481}
+PPROF=${PPROF:-}
+ADMIN=off
+[ -z "$PPROF" ] || ADMIN=127.0.0.1:$((PORT + 2))
 mkdir -p "$OUT"
 go build -o "$OUT/caddy" ./cmd/caddy
 go build -o "$OUT/download" ./bench/download
 [ -s "$OUT/doc.json" ] && [ "$(($(stat -c %s "$OUT/doc.json") >> 20))" -ge "$SIZE" ] || "$OUT/download" -gen "$OUT/doc.json" -size "$SIZE"
 cat >"$OUT/redact.caddyfile" <<CFG
 {
-	admin off
+	admin $ADMIN
 	auto_https off
 	default_bind 127.0.0.1
 }
@@ -40,3 +46,11 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/plain/doc.json" -r 0-0 2>/dev/null && break; sleep 0.2; done
 "$OUT/download" -rounds "$ROUNDS" -url-plain "http://127.0.0.1:$PORT/plain/doc.json" -url-redact "http://127.0.0.1:$PORT/redact/doc.json"
+if [ -n "$PPROF" ]; then
+	curl -fsS -o "$OUT/redact.pprof" "http://$ADMIN/debug/pprof/profile?seconds=15" &
+	PROF=$!
+	sleep 0.5
+	for _ in $(seq 20); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/redact/doc.json"; done
+	wait $PROF
+	echo "CPU profile: go tool pprof -top $OUT/caddy $OUT/redact.pprof"
+fi

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -76,6 +77,80 @@ func BenchmarkMaskerOnly(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := cfg.Copy(io.Discard, bytes.NewReader(doc), jsonmask.ModeJSON); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchDocFile is bench/out/doc.json (bench/download -gen), the document
+// bench/redact.sh downloads; the benchmarks below skip without it.
+func benchDocFile(b *testing.B) []byte {
+	doc, err := os.ReadFile("../bench/out/doc.json")
+	if err != nil {
+		b.Skip("no ../bench/out/doc.json: run bench/download -gen first")
+	}
+	return doc
+}
+
+// BenchmarkDoc compares, on the e2e document in one run, the masker alone
+// with the handler inline and with the pipeline.
+func BenchmarkDoc(b *testing.B) {
+	doc := benchDocFile(b)
+	cfg := jsonmask.MustCompile(jsonmask.Options{})
+	b.Run("masker", func(b *testing.B) {
+		s := cfg.NewStreamMode(io.Discard, jsonmask.ModeJSON)
+		b.SetBytes(int64(len(doc)))
+		for b.Loop() {
+			s.Reset(io.Discard, jsonmask.ModeJSON)
+			for p := doc; len(p) > 0; {
+				n := min(len(p), 32<<10)
+				if _, err := s.Write(p[:n]); err != nil {
+					b.Fatal(err)
+				}
+				p = p[n:]
+			}
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, off := range []bool{true, false} {
+		name := "handler-pipeline"
+		if off {
+			name = "handler-inline"
+		}
+		b.Run(name, func(b *testing.B) {
+			defer func(v bool) { pipelineOff = v }(pipelineOff)
+			pipelineOff = off
+			benchHandlerDoc(b, doc)
+		})
+	}
+}
+
+func benchHandlerDoc(b *testing.B, doc []byte) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: b.Context()})
+	defer cancel()
+	h := &Redact{}
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		for p := doc; len(p) > 0; {
+			n := min(len(p), 32<<10)
+			if _, err := w.Write(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+		return nil
+	})
+	b.SetBytes(int64(len(doc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		w := &discard{h: http.Header{}}
+		r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
+		if err := h.ServeHTTP(w, r, next); err != nil {
 			b.Fatal(err)
 		}
 	}
