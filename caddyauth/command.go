@@ -770,25 +770,8 @@ func skBinding(cmd *cobra.Command, certs, spkis, uris []string, subject string, 
 // skCheckSubject catches the usual ways of writing a subject that Go's
 // pkix.Name.String() never produces (so the binding would never match).
 func skCheckSubject(dn string) error {
-	const hint = "write it exactly as Go's pkix.Name.String() does, as Caddy's {http.request.tls.client.subject} shows it, e.g. CN=hris,OU=ops,O=Acme"
-	switch {
-	case strings.HasPrefix(dn, "/"):
-		return fmt.Errorf("--subject %q looks like OpenSSL's /C=…/CN=… form: %s", dn, hint)
-	case !strings.Contains(dn, "="), strings.TrimSpace(dn) != dn:
-		return fmt.Errorf("--subject %q: %s", dn, hint)
-	case strings.ContainsFunc(dn, func(r rune) bool { return r < ' ' || r == 0x7f }):
-		return errors.New("--subject: control characters are not allowed")
-	}
-	escaped := false
-	for i := 0; i < len(dn); i++ {
-		switch {
-		case escaped:
-			escaped = false
-		case dn[i] == '\\':
-			escaped = true
-		case (dn[i] == ',' || dn[i] == '+') && i+1 < len(dn) && dn[i+1] == ' ':
-			return fmt.Errorf("--subject %q has a space after a separator: %s", dn, hint)
-		}
+	if err := keyring.CheckDN(dn); err != nil {
+		return fmt.Errorf("--subject: %w", err)
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ type serialKey struct {
 // so that an entry or a binding written in another form (OpenSSL's
 // /C=…/CN=…, spaces after commas) fails loudly instead of never matching.
 func CheckDN(dn string) error {
-	const hint = "write it exactly as Go's pkix.Name.String() does (as Caddy's {http.request.tls.client.issuer} shows it), e.g. CN=Acme Client CA,O=Acme"
+	const hint = "write it exactly as Go's pkix.Name.String() does (as Caddy's {http.request.tls.client.subject} and .issuer show it), e.g. CN=Acme Client CA,O=Acme"
 	switch {
 	case dn == "":
 		return errors.New("empty DN")
