@@ -5,6 +5,7 @@
 #
 #   ./test.sh                 # FUZZTIME=5s per fuzz target
 #   FUZZTIME=0 ./test.sh      # skip the fuzzing
+#   SOAK=0 ./test.sh          # skip the short soak (bench/soak.sh, about 30 s)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,6 +13,14 @@ FUZZTIME=${FUZZTIME:-5s}
 
 go vet ./...
 go test -count=1 ./...
+
+if [ "${SOAK:-1}" != "0" ]; then
+	# The short soak: mixed mTLS load through the built binary with reloads,
+	# key churn and Redis killed and restarted; every decision is judged.
+	# reload-conn is tolerated only outside a private network namespace
+	# (no root): see bench/README.md, "Reloads under load".
+	SHORT=1 TOLERATE=reload-conn,slow-store bench/soak.sh
+fi
 
 if [ "$FUZZTIME" != "0" ]; then
 	# Every "func FuzzXxx(f *testing.F)" in a _test.go file, by package.
