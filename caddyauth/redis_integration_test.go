@@ -131,6 +131,13 @@ func TestRedisFleet(t *testing.T) {
 		uncached := scopedKey(t, "new", "--redis", fl.url, "--scope", "read_only")
 		unknown := must(keyring.NewKey(must(keyring.NewID())))
 		fl.warm(t, cached)
+		// The revoked key's tombstone must be cached too (cache_ttl is
+		// short here, and the subtests before may have taken longer).
+		for _, inst := range []string{"A", "B"} {
+			if got := fl.get(t, inst, revokedKey); got.status != 401 {
+				t.Fatalf("%s: revoked key before the outage: %d", inst, got.status)
+			}
+		}
 		fl.srv.Save(t)
 		fl.srv.Stop()
 		for _, inst := range []string{"A", "B"} {
