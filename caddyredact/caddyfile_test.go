@@ -1,11 +1,15 @@
 package caddyredact
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/scopegate/scopegate/internal/jsonmask"
 )
 
 func adapt(body string) (string, error) {
@@ -63,4 +67,51 @@ func TestCaddyfileErrors(t *testing.T) {
 			t.Errorf("%q: %v (want %q with the position)", line, err, want)
 		}
 	}
+}
+
+// FuzzCaddyfile: the redact directive's parser never panics, and whatever it
+// accepts survives a JSON round trip and compiles into a masker that turns
+// valid JSON into valid JSON.
+func FuzzCaddyfile(f *testing.F) {
+	f.Add("preset none\nfields ssn date_of_birth\npath $.data[*].notes\nkeep $.campaign.name")
+	f.Add("detect email phone\nstrategy partial\nmax_buffer 64KiB\npass_types text/csv image/*")
+	f.Add("strategy hash\nhash_key k\npath $..secret $.a[0].b **.token\nvary X-Api-Key")
+	f.Add("expose_if {http.auth.key.pii}\nstrategy remove\nkeep $.**.id")
+	f.Add("path $.a[\nstrategy scramble")
+	f.Fuzz(func(t *testing.T, block string) {
+		// Not NewTestDispenser: it calls log.Fatal on input the lexer
+		// refuses, which is Caddy's answer, not ours.
+		tokens, err := caddyfile.Tokenize([]byte("redact {\n"+block+"\n}"), "Caddyfile")
+		if err != nil {
+			return
+		}
+		var h Redact
+		if err := h.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err != nil {
+			return
+		}
+		data, err := json.Marshal(&h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Redact
+		if err := json.Unmarshal(data, &back); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := jsonmask.Compile(jsonmask.Options{Preset: back.Preset, Fields: back.Fields, Paths: back.Paths, Keep: back.Keep,
+			Detect: back.Detect, Strategy: back.Strategy, HashKey: []byte(back.HashKey)})
+		if err != nil {
+			t.Fatalf("accepted config does not compile after a JSON round trip: %v\n%s", err, data)
+		}
+		var out bytes.Buffer
+		s := cfg.NewStream(&out)
+		if _, err := s.Write([]byte(`{"name":"Ada","email":"ada@acme.test","data":[{"notes":"x","id":1}],"a":[{"b":2}]}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(out.Bytes()) {
+			t.Fatalf("invalid output %q for %s", out.Bytes(), data)
+		}
+	})
 }

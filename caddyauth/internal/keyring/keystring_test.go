@@ -148,6 +148,8 @@ func FuzzParseFile(f *testing.F) {
 	k, _ := NewKey(id)
 	f.Add(`{"keys":[{"id":"` + id + `","hash":"` + FormatHash(HashKey(k)) + `","scopes":["*:read"],"accounts":["acme-us"],"pii":false,"disabled":false,"version":1}]}`)
 	f.Add(`{"keys":[{"id":"aaaaaaaaaaaaaaaa","scopes":[],"client_cert":{"uri":["spiffe://a/b"],"issuer_spki_sha256":["` + strings.Repeat("ab", 32) + `"]},"version":2}]}`)
+	f.Add(`{"keys":[],"denied_certs":[{"sha256":"` + strings.Repeat("0f", 32) + `","reason":"stolen","added_at":"2026-11-29T10:00:00Z"},{"issuer":"CN=Acme Client CA,O=Acme","serial":"a1b2c"}]}`)
+	f.Add(`{"keys":[],"denied_certs":[{"issuer":"/CN=x","serial":"00a1"},{"sha256":"AB"}]}`)
 	f.Add(`{"keys":[null]}`)
 	f.Add(`{"keys":[]}`)
 	f.Fuzz(func(t *testing.T, data string) {
@@ -157,6 +159,9 @@ func FuzzParseFile(f *testing.F) {
 		}
 		if set.Len() != len(file.Keys) {
 			t.Fatalf("%d records, %d keys", len(file.Keys), set.Len())
+		}
+		if set.Denylist().Len() != len(file.DeniedCerts) {
+			t.Fatalf("%d denylist entries, %d in the set", len(file.DeniedCerts), set.Denylist().Len())
 		}
 		out, err := json.Marshal(file)
 		if err != nil {
