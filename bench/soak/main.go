@@ -117,9 +117,15 @@ type config struct {
 	bigMiB    int
 	seed      uint64
 
-	settleFile   time.Duration // keys file: new/revoke visible after this
-	settleRedis  time.Duration // Redis: announcements take milliseconds
-	cacheTTL     time.Duration // cache_ttl of the Redis site
+	settleFile  time.Duration // keys file: new/revoke visible after this
+	settleRedis time.Duration // Redis: announcements take milliseconds
+	cacheTTL    time.Duration // cache_ttl of the Redis site
+	// writeIdle is Caddy's servers { timeouts { write_idle } } in the soak's
+	// config (0: Caddy's default of 1 minute). Each HTTP/2 stream whose
+	// write failed keeps its connection's buffers for this long (a timer
+	// Caddy's IdleTimeoutWriter re-arms on a closed x/net stream; see
+	// bench/README.md), so memory is sampled only after it has passed.
+	writeIdle    time.Duration
 	reloadSettle time.Duration // after `caddy reload` returned
 	recoverGrace time.Duration // after Redis answers again
 
@@ -201,6 +207,9 @@ func parseConfig() (*config, error) {
 	c.settleFile, c.settleRedis = 3*time.Second, 2*time.Second
 	if c.cacheTTL, err = time.ParseDuration(envOr("CACHE_TTL", "3s")); err != nil || c.cacheTTL < 100*time.Millisecond {
 		return nil, fmt.Errorf("CACHE_TTL %q: a duration of at least 100ms", os.Getenv("CACHE_TTL"))
+	}
+	if c.writeIdle, err = time.ParseDuration(envOr("WRITE_IDLE", "5s")); err != nil || c.writeIdle < 0 {
+		return nil, fmt.Errorf("WRITE_IDLE %q: a duration (0 for Caddy's default of 1m)", os.Getenv("WRITE_IDLE"))
 	}
 	c.reloadSettle = 2 * time.Second
 	c.recoverGrace = 3 * time.Second

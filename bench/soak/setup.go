@@ -228,6 +228,9 @@ func (e *env) caddyfile(gen int) string {
 	if os.Getenv("CADDY_DEBUG") == "1" {
 		debug = "\n\tdebug" // DEBUG logs (TLS handshake errors among them) in caddy.log
 	}
+	if e.cfg.writeIdle > 0 {
+		debug += fmt.Sprintf("\n\tservers {\n\t\ttimeouts {\n\t\t\twrite_idle %v\n\t\t}\n\t}", e.cfg.writeIdle)
+	}
 	fmt.Fprintf(&b, `{
 	admin 127.0.0.1:%d
 	default_bind 127.0.0.1
