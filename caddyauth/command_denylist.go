@@ -96,7 +96,8 @@ The certificate is named by one of:
                          off every certificate it issued)
   --cert PEM --by-serial its issuer DN and serial number instead (denies
                          every certificate the issuer gave that serial,
-                         e.g. re-encodings of the same certificate)
+                         e.g. re-encodings of the same certificate: for
+                         a stolen certificate, add both entries)
   --sha256 HEX           a fingerprint, as {http.request.tls.client.fingerprint}
                          or openssl x509 -fingerprint -sha256 show it
   --issuer-dn DN --serial HEX

@@ -282,9 +282,29 @@ func TestDenylistHandlerUnit(t *testing.T) {
 			t.Errorf("%s: %d %q (next called: %v)", name, w.Code, w.Body.String(), called)
 		}
 	}
+	// A store that has not loaded its denylist yet (Redis unreadable since
+	// start): a request with a verified certificate cannot be judged, 503
+	// on public and non-public rules alike; without a certificate, as usual.
+	env.h.store = deniedStore{Store: env.store, d: nil}
+	for _, path := range []string{"/healthz", "/v1/gifts"} {
+		w, r := env.request("GET", path, env.chain)
+		called := false
+		next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { called = true; return nil })
+		if err := env.h.ServeHTTP(w, r, next); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != 503 || w.Body.String() != `{"error":"store_unavailable"}` || called {
+			t.Errorf("denylist not loaded, %s: %d %q (next called: %v)", path, w.Code, w.Body.String(), called)
+		}
+	}
+	w, r := env.request("GET", "/healthz", nil)
+	if err := env.h.ServeHTTP(w, r, okHandler); err != nil || w.Code != 200 {
+		t.Errorf("denylist not loaded, no certificate, public: %d %v", w.Code, err)
+	}
+
 	// A store without a denylist: nothing to consult.
 	env.h.store = env.store
-	w, r := env.request("GET", "/healthz", env.chain)
+	w, r = env.request("GET", "/healthz", env.chain)
 	if err := env.h.ServeHTTP(w, r, okHandler); err != nil || w.Code != 200 {
 		t.Errorf("without a denylist: %d %v", w.Code, err)
 	}

@@ -307,7 +307,12 @@ func (x *explainRun) checkDenylist() explainStep {
 	case verifiedChain(x.r) == nil:
 		return stepOK("no verified client certificate")
 	}
-	if c := x.h.deniedCert(x.r); c != nil {
+	c, unknown := x.h.deniedCert(x.r)
+	if unknown {
+		return stepFail(storeUnavailable, "make the store readable (a running Caddy refuses certificates until it has read the denylist)",
+			"the denylist of %s could not be read", x.storeName)
+	}
+	if c != nil {
 		return stepFail(certRevoked, "the client needs a new certificate (caddy scoped-key denied-certs lists the entries; allow-cert removes one given by mistake)",
 			"certificate %s (sha256 %s) is on the denylist of %s", c.Subject.String(), keyring.HexDigest(keyring.LeafSHA256(c)), x.storeName)
 	}

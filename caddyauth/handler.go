@@ -2,6 +2,7 @@ package caddyauth
 
 import (
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -71,7 +72,11 @@ func (h *ScopedAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	// (3a) a denylisted certificate in the verified chain: refused on
 	// every rule, public ones included, as if its handshake had failed.
-	if c := h.deniedCert(r); c != nil {
+	// A store that has never loaded its denylist (Redis unreadable since
+	// start) cannot say: fail closed, 503 as for an uncached key.
+	if c, unknown := h.deniedCert(r); unknown {
+		return h.deny(w, r, next, storeUnavailable, denial{rule: rule, account: req.account, err: errDenylistNotLoaded})
+	} else if c != nil {
 		return h.deny(w, r, next, certRevoked, denial{rule: rule, account: req.account,
 			deniedCert: keyring.HexDigest(keyring.LeafSHA256(c))})
 	}
@@ -191,17 +196,26 @@ func (h *ScopedAuth) matchRule(method, path string) *compiledRule {
 // unverified certificate authenticates nothing anyway), but unlike
 // verifiedChain also on early data (0-RTT), whose chains were verified in
 // the handshake it resumes: a denied certificate gets nothing. An empty
-// denylist costs one atomic load.
-func (h *ScopedAuth) deniedCert(r *http.Request) *x509.Certificate {
+// denylist costs one atomic load. unknown is true when the request has a
+// verified chain but the store has not loaded its denylist yet.
+func (h *ScopedAuth) deniedCert(r *http.Request) (c *x509.Certificate, unknown bool) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return nil
+		return nil, false
 	}
 	src, ok := h.store.(keyring.DenylistSource)
 	if !ok {
-		return nil
+		return nil, false
 	}
-	return src.Denylist().Denied(r.TLS.VerifiedChains)
+	d := src.Denylist()
+	if d == nil {
+		return nil, true
+	}
+	return d.Denied(r.TLS.VerifiedChains), false
 }
+
+// errDenylistNotLoaded is logged with the 503 of a request whose
+// certificate could not be checked against the denylist.
+var errDenylistNotLoaded = errors.New("the client-certificate denylist has not been loaded from the store yet")
 
 // verifiedChain returns the chain Caddy's TLS verified for this request, or
 // nil. Peer certificates that were not verified (client_auth mode request

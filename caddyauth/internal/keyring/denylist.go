@@ -288,10 +288,16 @@ func (d *Denylist) Denied(chains [][]*x509.Certificate) *x509.Certificate {
 	return nil
 }
 
+// emptyDenylist denies nothing; it is what a keys file without entries has.
+var emptyDenylist = &Denylist{}
+
 // DenylistSource is a store that also holds the client-certificate
 // denylist (every store of this package).
 type DenylistSource interface {
-	// Denylist returns the denylist in force, or nil for none.
+	// Denylist returns the denylist in force. nil means it has never been
+	// loaded (the Redis store before its first successful read): a request
+	// with a verified certificate must then be refused, since the
+	// certificate may be on it.
 	Denylist() *Denylist
 }
 

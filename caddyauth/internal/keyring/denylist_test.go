@@ -495,3 +495,38 @@ func TestRedisDenylistBadData(t *testing.T) {
 		t.Errorf("listing an unreadable entry: %v", err)
 	}
 }
+
+// TestRedisDenylistVersionBackwards: a stored denylist older than the one
+// in force (Redis restored or failed over to a lagging replica) never
+// replaces it: the entries added since stay enforced.
+func TestRedisDenylistVersionBackwards(t *testing.T) {
+	env := newRedisEnv(t, time.Hour, storeHooks{})
+	s := env.store
+	ctx := context.Background()
+	p := newDenyPKI(t)
+	chains := [][]*x509.Certificate{p.chain}
+	waitFor(t, 5*time.Second, "the first load", func() bool { return s.Denylist() != nil })
+	entry := &DeniedCert{SHA256: p.leaf.SHA256Hex()}
+	if _, err := env.ed.DenyCert(ctx, entry); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the denial", func() bool { return s.Denylist().Denied(chains) != nil })
+	// Back in time: the entry and the version bump are gone.
+	if err := env.raw.HDel(ctx, RedisDenylistKey, entry.ID()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.raw.Set(ctx, RedisDenylistVersionKey, 0, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	loads := s.denyLoads.Load()
+	if err := env.raw.Publish(ctx, RedisChannel, `{"denylist":5}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if s.Denylist().Denied(chains) == nil {
+		t.Fatal("an older denylist replaced the one in force")
+	}
+	if s.denyLoads.Load() != loads {
+		t.Error("the older denylist was counted as loaded")
+	}
+}

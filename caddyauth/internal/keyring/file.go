@@ -108,7 +108,7 @@ func (fs *FileStore) Lookup(ctx context.Context, id string) (*Key, error) {
 }
 
 // Denylist implements DenylistSource: the denylist of the set in force.
-func (fs *FileStore) Denylist() *Denylist { return fs.set.Load().denied }
+func (fs *FileStore) Denylist() *Denylist { return fs.set.Load().Denylist() }
 
 // LookupPrincipal implements Store.
 func (fs *FileStore) LookupPrincipal(ctx context.Context, chain []*x509.Certificate) (*Key, error) {

@@ -598,6 +598,20 @@ func (s *RedisStore) loadDenylist() {
 		}
 		return
 	}
+	// A version below the one in force means Redis went back in time (a
+	// failover to a lagging replica, a restore): the older list may lack
+	// entries added since. Keep the newer one — over-denying fails closed —
+	// and say how to resolve it.
+	if cur := s.denied.Load(); cur != nil && d.Version < cur.Version {
+		s.denyFailing.Store(true)
+		now := time.Now().UnixNano()
+		if last := s.lastDenyLog.Load(); now-last >= int64(10*time.Second) && s.lastDenyLog.CompareAndSwap(last, now) {
+			log.Error("the client certificate denylist in Redis is older than the one in force; keeping the newer one (re-apply the missing deny-cert changes, or restart Caddy to accept the stored list)",
+				zap.String("redis", s.name), zap.Int64("stored_version", d.Version), zap.Int64("version_in_force", cur.Version),
+				zap.Int("stored_entries", d.Len()), zap.Int("entries_in_force", cur.Len()))
+		}
+		return
+	}
 	prev := s.denied.Swap(d)
 	s.denyLoads.Add(1)
 	if s.denyFailing.Swap(false) || prev == nil || prev.Version != d.Version {

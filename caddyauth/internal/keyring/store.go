@@ -57,8 +57,14 @@ func NewSet(records []*Record) (*Set, error) {
 	return s, nil
 }
 
-// Denylist implements DenylistSource.
-func (s *Set) Denylist() *Denylist { return s.denied }
+// Denylist implements DenylistSource. A set always has one (empty when
+// its file names none): nil would mean "not loaded".
+func (s *Set) Denylist() *Denylist {
+	if s == nil || s.denied == nil {
+		return emptyDenylist
+	}
+	return s.denied
+}
 
 // Len is the number of keys in the set.
 func (s *Set) Len() int { return len(s.byID) }
