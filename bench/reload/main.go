@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // config is the command line.
@@ -76,9 +78,9 @@ func main() {
 	ctx, cancelDeadline := context.WithTimeout(ctx, total)
 	defer cancelDeadline()
 
-	procs := &children{}
+	procs := &childproc.Group{}
 	rc := run(ctx, cfg, procs)
-	procs.stopAll()
+	procs.StopAll()
 	if ctx.Err() == context.DeadlineExceeded {
 		fmt.Fprintln(os.Stderr, "reload: hard deadline reached")
 		rc = 3
@@ -86,7 +88,7 @@ func main() {
 	os.Exit(rc)
 }
 
-func run(ctx context.Context, cfg *config, procs *children) int {
+func run(ctx context.Context, cfg *config, procs *childproc.Group) int {
 	e, err := setup(ctx, cfg, procs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "reload: setup:", err)

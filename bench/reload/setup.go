@@ -13,17 +13,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/scopegate/scopegate/internal/testpki"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // env is everything the run set up.
 type env struct {
 	cfg       *config
-	procs     *children
+	procs     *childproc.Group
 	dir       string
 	caddyBin  string
 	caddyDone chan struct{}
@@ -42,7 +42,7 @@ const workMarker = ".reload-workdir"
 // (so that, on our site, the masker really works on every response).
 const body = `{"id":1,"name":"Ada Lovelace","email":"ada@example.com","phone":"+44 20 7946 0958","plan":"gold"}`
 
-func setup(ctx context.Context, cfg *config, procs *children) (*env, error) {
+func setup(ctx context.Context, cfg *config, procs *childproc.Group) (*env, error) {
 	dir, err := filepath.Abs(cfg.out)
 	if err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func setup(ctx context.Context, cfg *config, procs *children) (*env, error) {
 		return nil, fmt.Errorf("caddy binary: %v (bench/reload.sh builds it)", err)
 	}
 	for _, p := range []int{cfg.portBase, cfg.portBase + 1, cfg.adminPort} {
-		if !portFree(p) {
+		if !childproc.PortFree(p) {
 			return nil, fmt.Errorf("port 127.0.0.1:%d is in use (set PORT_BASE / ADMIN_PORT)", p)
 		}
 	}
@@ -77,7 +77,7 @@ func setup(ctx context.Context, cfg *config, procs *children) (*env, error) {
 	if err := e.makePKI(); err != nil {
 		return nil, err
 	}
-	e.key, err = runCmd(ctx, 30*time.Second, dir, bin, "scoped-key", "new", "--keys", e.path("keys.json"),
+	e.key, err = childproc.Run(ctx, 30*time.Second, dir, bin, "scoped-key", "new", "--keys", e.path("keys.json"),
 		"--name", "reload bench", "--scope", "gifts:read,gifts:send")
 	if err != nil {
 		return nil, err
@@ -188,14 +188,14 @@ func (e *env) startCaddy(ctx context.Context, v variant) error {
 	cmd := exec.Command(e.caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Dir, cmd.Env = e.dir, e.caddyEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = childproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return err
 	}
-	e.procs.add(cmd)
+	e.procs.Add(cmd, "caddy")
 	e.caddyDone = make(chan struct{})
-	go func() { _ = cmd.Wait(); logFile.Close(); e.procs.remove(cmd); close(e.caddyDone) }()
+	go func() { _ = cmd.Wait(); logFile.Close(); e.procs.Remove(cmd); close(e.caddyDone) }()
 
 	// Ready when both sites answer.
 	tr := &http.Transport{DialContext: dial127, TLSClientConfig: e.tlsConfig()}
@@ -244,7 +244,7 @@ func (e *env) reload(ctx context.Context, v variant) error {
 	if err != nil {
 		return err
 	}
-	_, err = runCmd(ctx, 30*time.Second, e.dir, e.caddyBin, "reload", "--config", cf, "--adapter", "caddyfile",
+	_, err = childproc.Run(ctx, 30*time.Second, e.dir, e.caddyBin, "reload", "--config", cf, "--adapter", "caddyfile",
 		"--address", fmt.Sprintf("127.0.0.1:%d", e.cfg.adminPort), "--force")
 	return err
 }
@@ -280,81 +280,4 @@ func setMigrate(on bool) error {
 		v = "1\n"
 	}
 	return os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte(v), 0o644)
-}
-
-// children tracks Caddy so every exit path ends it; each child runs in its
-// own process group with Pdeathsig, so it dies with this process even if
-// this one is SIGKILLed.
-type children struct {
-	mu    sync.Mutex
-	procs map[*exec.Cmd]bool
-}
-
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
-
-func (c *children) add(cmd *exec.Cmd) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.procs == nil {
-		c.procs = map[*exec.Cmd]bool{}
-	}
-	c.procs[cmd] = true
-}
-
-func (c *children) remove(cmd *exec.Cmd) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.procs, cmd)
-}
-
-// stopAll sends SIGTERM to every child's group, then SIGKILL after 5 s.
-func (c *children) stopAll() {
-	c.mu.Lock()
-	var procs []*exec.Cmd
-	for cmd := range c.procs {
-		procs = append(procs, cmd)
-	}
-	c.mu.Unlock()
-	for _, cmd := range procs {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, cmd := range procs {
-		for syscall.Kill(cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-}
-
-// runCmd runs a short-lived command with a timeout in its own process
-// group and returns its trimmed stdout; an error carries stderr's last line.
-func runCmd(ctx context.Context, timeout time.Duration, dir, bin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = dir
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-			msg = msg[i+1:]
-		}
-		return "", fmt.Errorf("%s %s: %v: %s", filepath.Base(bin), args[0], err, msg)
-	}
-	return strings.TrimSpace(stdout.String()), nil
-}
-
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
 }

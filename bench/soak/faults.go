@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // faultState is what the faults did, for judging requests: the reload
@@ -126,7 +128,7 @@ func (e *env) reloader(ctx context.Context, until time.Time) {
 			}
 			e.faults.reloads = append(e.faults.reloads, window{from: from}) // open until it returns
 			e.faults.mu.Unlock()
-			_, err = runCmd(ctx, 60*time.Second, e.dir, e.caddyBin, "reload", "--config", cf, "--adapter", "caddyfile",
+			_, err = childproc.Run(ctx, 60*time.Second, e.dir, e.caddyBin, "reload", "--config", cf, "--adapter", "caddyfile",
 				"--address", fmt.Sprintf("127.0.0.1:%d", e.cfg.adminPort), "--force")
 			done := time.Now()
 			e.faults.mu.Lock()

@@ -102,6 +102,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // config is the run's settings: flags, with defaults from the environment
@@ -277,10 +279,10 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	procs := &children{}
+	procs := &childproc.Group{}
 	watchdog := time.AfterFunc(cfg.duration+hardMargin, func() {
 		fmt.Fprintf(os.Stderr, "soak: hard deadline (%v) reached; killing children\n", cfg.duration+hardMargin)
-		procs.killAll()
+		procs.KillAll()
 		os.Exit(3)
 	})
 	if cfg.privateNet {
@@ -290,7 +292,7 @@ func main() {
 		}
 	}
 	code := run(ctx, cfg, procs)
-	procs.stopAll()
+	procs.StopAll()
 	watchdog.Stop()
 	if ctx.Err() != nil && code != 0 {
 		code = 130
@@ -301,7 +303,7 @@ func main() {
 
 // run sets up, runs the load with the faults, and reports. It returns the
 // exit code.
-func run(ctx context.Context, cfg *config, procs *children) int {
+func run(ctx context.Context, cfg *config, procs *childproc.Group) int {
 	e, err := setup(ctx, cfg, procs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak: setup:", err)

@@ -2,90 +2,23 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
-
-// children tracks the long-lived processes this program started (Caddy,
-// Redis), so every exit path can end them. Each runs in its own process
-// group (a Ctrl-C in the terminal reaches only this program, which then
-// stops them in order) with Pdeathsig, so they die with this process even
-// if it is SIGKILLed.
-type children struct {
-	mu    sync.Mutex
-	procs map[*exec.Cmd]string
-}
-
-// sysProcAttr is the process setup of every child: own group, killed when
-// this process dies.
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
-
-func (c *children) add(cmd *exec.Cmd, name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.procs == nil {
-		c.procs = map[*exec.Cmd]string{}
-	}
-	c.procs[cmd] = name
-}
-
-func (c *children) remove(cmd *exec.Cmd) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.procs, cmd)
-}
-
-// killAll SIGKILLs every child's process group (the hard deadline path).
-func (c *children) killAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for cmd := range c.procs {
-		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// stopAll asks every child to stop (SIGTERM to its group), then SIGKILLs
-// what is still there after 5 s.
-func (c *children) stopAll() {
-	c.mu.Lock()
-	procs := make([]*exec.Cmd, 0, len(c.procs))
-	for cmd := range c.procs {
-		procs = append(procs, cmd)
-	}
-	c.mu.Unlock()
-	for _, cmd := range procs {
-		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, cmd := range procs {
-		for cmd.Process != nil && syscall.Kill(cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	}
-}
 
 // redisServer is one redis-server process, restartable on the same port
 // and data directory.
 type redisServer struct {
 	bin, dir string
 	port     int
-	procs    *children
+	procs    *childproc.Group
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -104,13 +37,13 @@ func (r *redisServer) start() error {
 		"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
 		"--dir", r.dir, "--logfile", r.dir+"/redis.log", "--daemonize", "no")
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = childproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	r.procs.add(cmd, "redis-server")
+	r.procs.Add(cmd, "redis-server")
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); r.procs.remove(cmd); close(done) }()
+	go func() { _ = cmd.Wait(); r.procs.Remove(cmd); close(done) }()
 	r.cmd, r.done = cmd, done
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -185,38 +118,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// portFree reports whether 127.0.0.1:port can be bound now.
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
-}
-
-// runCmd runs a short-lived command (the CLI) with a timeout, in its own
-// process group, and returns its trimmed stdout; on failure the error
-// carries stderr's last line.
-func runCmd(ctx context.Context, timeout time.Duration, dir, bin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = dir
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-			msg = msg[i+1:]
-		}
-		return "", fmt.Errorf("%s %s: %v: %s", bin, args[0], err, msg)
-	}
-	return strings.TrimSpace(stdout.String()), nil
 }
 
 // tailFile returns the last n lines of a file (for error messages).

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/scopegate/scopegate/internal/testpki"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // Client certificate choices of a request.
@@ -31,7 +33,7 @@ var certNames = [numCerts]string{"none", "alpha", "beta", "gamma"}
 // env is everything the run set up.
 type env struct {
 	cfg      *config
-	procs    *children
+	procs    *childproc.Group
 	dir      string // absolute work directory
 	caddyBin string // absolute
 	caddyLog string
@@ -73,7 +75,7 @@ func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
 // wipe it.
 const soakMarker = ".soak-workdir"
 
-func setup(ctx context.Context, cfg *config, procs *children) (*env, error) {
+func setup(ctx context.Context, cfg *config, procs *childproc.Group) (*env, error) {
 	dir, err := filepath.Abs(cfg.out)
 	if err != nil {
 		return nil, err
@@ -90,7 +92,7 @@ func setup(ctx context.Context, cfg *config, procs *children) (*env, error) {
 		return nil, errors.New("redis-server is not on PATH (apt-get install redis-server)")
 	}
 	for _, p := range []int{cfg.portBase, cfg.portBase + 1, cfg.adminPort} {
-		if !portFree(p) {
+		if !childproc.PortFree(p) {
 			return nil, fmt.Errorf("port 127.0.0.1:%d is in use (set PORT_BASE / ADMIN_PORT)", p)
 		}
 	}
@@ -183,7 +185,7 @@ func (e *env) makePKI() error {
 // real binary and returns what it printed.
 func (e *env) scopedKey(ctx context.Context, s *site, sub string, args ...string) (string, error) {
 	full := append(append([]string{"scoped-key", sub}, s.store...), args...)
-	return runCmd(ctx, 30*time.Second, e.dir, e.caddyBin, full...)
+	return childproc.Run(ctx, 30*time.Second, e.dir, e.caddyBin, full...)
 }
 
 // makeKeys creates the base keys of a site's store.
@@ -299,15 +301,15 @@ func (e *env) startCaddy(ctx context.Context) error {
 	cmd := exec.Command(e.caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Dir, cmd.Env = e.dir, e.caddyEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = childproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err
 	}
-	e.procs.add(cmd, "caddy")
+	e.procs.Add(cmd, "caddy")
 	e.caddyPid = cmd.Process.Pid
 	e.caddyDone = make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); e.procs.remove(cmd); close(e.caddyDone) }()
+	go func() { _ = cmd.Wait(); logf.Close(); e.procs.Remove(cmd); close(e.caddyDone) }()
 
 	// Ready when both sites answer the public route over TLS.
 	c := e.newClient(certNone, false)
