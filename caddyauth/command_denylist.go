@@ -241,6 +241,21 @@ func skIsHex(s string) bool {
 	return true
 }
 
+// openDenylistEditor opens the store named by the flags, as a key editor
+// (for the audit hook) and as a denylist editor.
+func (c *scopedKeyCLI) openDenylistEditor(cmd *cobra.Command) (keyEditor, certDenylistEditor, error) {
+	ed, err := c.openEditor(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	de, ok := ed.(certDenylistEditor)
+	if !ok {
+		closeEditor(ed)
+		return nil, nil, fmt.Errorf("%s has no certificate denylist", ed)
+	}
+	return ed, de, nil
+}
+
 // runDenyCert is `caddy scoped-key deny-cert`.
 func (c *scopedKeyCLI) runDenyCert(cmd *cobra.Command, _ []string) error {
 	e, err := skDeniedCert(cmd)
@@ -253,15 +268,11 @@ func (c *scopedKeyCLI) runDenyCert(cmd *cobra.Command, _ []string) error {
 	if err := e.Check(); err != nil {
 		return err
 	}
-	ed, err := c.openEditor(cmd)
+	ed, de, err := c.openDenylistEditor(cmd)
 	if err != nil {
 		return err
 	}
 	defer closeEditor(ed)
-	de, ok := ed.(certDenylistEditor)
-	if !ok {
-		return fmt.Errorf("%s has no certificate denylist", ed)
-	}
 	changed, version, err := de.DenyCert(cmd.Context(), e)
 	if err != nil {
 		return err
@@ -283,15 +294,11 @@ func (c *scopedKeyCLI) runAllowCert(cmd *cobra.Command, _ []string) error {
 	if err := e.Check(); err != nil {
 		return err
 	}
-	ed, err := c.openEditor(cmd)
+	ed, de, err := c.openDenylistEditor(cmd)
 	if err != nil {
 		return err
 	}
 	defer closeEditor(ed)
-	de, ok := ed.(certDenylistEditor)
-	if !ok {
-		return fmt.Errorf("%s has no certificate denylist", ed)
-	}
 	version, err := de.AllowCert(cmd.Context(), e.ID())
 	if err != nil {
 		return err
@@ -302,15 +309,11 @@ func (c *scopedKeyCLI) runAllowCert(cmd *cobra.Command, _ []string) error {
 
 // runDeniedCerts is `caddy scoped-key denied-certs`.
 func (c *scopedKeyCLI) runDeniedCerts(cmd *cobra.Command, _ []string) error {
-	ed, err := c.openEditor(cmd)
+	ed, de, err := c.openDenylistEditor(cmd)
 	if err != nil {
 		return err
 	}
 	defer closeEditor(ed)
-	de, ok := ed.(certDenylistEditor)
-	if !ok {
-		return fmt.Errorf("%s has no certificate denylist", ed)
-	}
 	entries, err := de.DeniedCerts(cmd.Context())
 	if err != nil {
 		return err
