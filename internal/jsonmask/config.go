@@ -109,7 +109,8 @@ type Config struct {
 	maxValue   int
 	remove     bool
 	presetName string
-	fastPath   bool // fast() applies: no paths, no detectors, mask or null
+	fastPath   bool   // fast() applies: no paths, no detectors, mask or null
+	fastRepl   string // what fast() writes for a masked scalar
 }
 
 // Preset pii (SPEC section 6): suffixes and exact normalised names.
@@ -206,6 +207,10 @@ func Compile(o Options) (*Config, error) {
 	}
 	c.detect = c.detEmail || c.detPhone
 	c.fastPath = c.paths == nil && !c.detect && (st == StrategyMask || st == StrategyNull)
+	c.fastRepl = `"[REDACTED]"`
+	if st == StrategyNull {
+		c.fastRepl = "null"
+	}
 	return c, nil
 }
 

@@ -41,6 +41,10 @@ func (s *Stream) fast(p []byte, i int) int {
 		fArr   bool // the container on top of the stack
 		fDisp  disp
 		isName bool // which string str is scanning
+		w0, w1 uint64
+		nc     *nameCacheEntry
+		names  = s.cfg.names
+		repl   = s.cfg.fastRepl
 	)
 	fArr, fDisp = s.frames[len(s.frames)-1].array, s.frames[len(s.frames)-1].disp
 	switch s.st {
@@ -90,7 +94,38 @@ objName: // after ',' in an object
 
 name: // p[i] is the opening quote of a member name
 	isName = true
-	goto str
+	if fDisp != dPlain || names == nil || i+17 > n {
+		goto str
+	}
+	// A name of up to 15 bytes is its own cache key: the two words read
+	// for the scan, cut after the closing quote (a raw string never holds
+	// a zero byte, so the key is exact).
+	k = i + 1
+	w0, w1 = binary.LittleEndian.Uint64(p[k:k+8]), 0
+	if m = swarSpecial(w0); m != 0 {
+		w0 &= (m&-m)>>7 - 1
+	} else {
+		w1 = binary.LittleEndian.Uint64(p[k+8 : k+16])
+		if m = swarSpecial(w1); m == 0 {
+			k = asciiEnd(p, k+16)
+			goto nameEnd
+		}
+		w1 &= (m&-m)>>7 - 1
+		k += 8
+	}
+	if k += bits.TrailingZeros64(m) >> 3; p[k] != '"' {
+		k = -1
+		goto nameEnd
+	}
+	nc = &s.nameCache[((w0^w1*0x9e3779b97f4a7c15)*0xff51afd7ed558ccd)>>(64-nameCacheBits)]
+	if nc.w0 != w0 || nc.w1 != w1 || nc.d == 0 {
+		nc.w0, nc.w1, nc.d = w0, w1, dPlain+1
+		if names.mayMatch(p[i+1:k]) && names.matchRaw(p[i+1:k]) {
+			nc.d = dMasked + 1
+		}
+	}
+	d = nc.d - 1
+	goto nameDecided
 nameEnd: // k is the closing quote of the name, or -1
 	if k < 0 {
 		s.st = stObjName // same as stObjFirst before a quote
@@ -98,10 +133,11 @@ nameEnd: // k is the closing quote of the name, or -1
 	}
 	d = fDisp
 	if d == dPlain {
-		if m := s.cfg.names; m != nil && m.mayMatch(p[i+1:k]) && m.matchRaw(p[i+1:k]) {
+		if names != nil && names.mayMatch(p[i+1:k]) && names.matchRaw(p[i+1:k]) {
 			d = dMasked
 		}
 	}
+nameDecided: // d is the disposition of the member's value
 	i = k + 1
 	if i < n && p[i] == ':' {
 		i++
@@ -156,7 +192,15 @@ valueEnd: // k is the closing quote of the string value at p[i], or -1
 		}
 	}
 	if d == dMasked {
-		s.maskSpan(p, i, k+1)
+		// maskSpan inlined for the common case: the verbatim run before
+		// the value and the replacement both fit in the output buffer.
+		if e := s.span; e >= 0 && e <= i && len(s.out)+(i-e)+len(repl) <= outFlush {
+			s.out = append(append(s.out, p[e:i]...), repl...)
+			s.fields++
+			s.span = k + 1
+		} else {
+			s.maskSpan(p, i, k+1)
+		}
 	}
 	i = k + 1
 	goto after
@@ -282,6 +326,18 @@ closing: // p[i] closes the container on top (checked by the caller)
 	goto after
 }
 
+// nameCacheBits sizes the per-Stream cache of member names: API documents
+// repeat a few dozen names, and a hit costs a multiply and a compare
+// instead of a walk of the suffix trie.
+const nameCacheBits = 6
+
+// nameCacheEntry is a member name of at most 15 bytes, as little-endian
+// words cut after its last byte, and its disposition plus one (0: empty).
+type nameCacheEntry struct {
+	w0, w1 uint64
+	d      disp
+}
+
 // maskSpan replaces the scalar p[i:e] by the strategy's replacement: what precedes it goes out,
 // the verbatim span restarts after it. In the fast loop's policy nothing
 // is ever pending or dropped, so this is cut, emitStr and resume in one.
@@ -289,10 +345,7 @@ func (s *Stream) maskSpan(p []byte, i, e int) {
 	if s.span >= 0 && i > s.span {
 		s.emit(p[s.span:i])
 	}
-	repl := `"[REDACTED]"`
-	if s.cfg.strategy == StrategyNull {
-		repl = "null"
-	}
+	repl := s.cfg.fastRepl
 	if len(s.out)+len(repl) <= cap(s.out) {
 		s.out = append(s.out, repl...)
 	} else {

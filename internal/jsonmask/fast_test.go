@@ -2,6 +2,7 @@ package jsonmask
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -127,4 +128,52 @@ func FuzzFastLoop(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFastNameCache drives the fast loop's name cache through hits,
+// collisions and evictions: hundreds of distinct names, PII and not,
+// around the 8- and 16-byte word boundaries of its keys and differing only
+// in their last byte, each repeated in another order. Every value must be
+// masked exactly as the general state machine masks it.
+func TestFastNameCache(t *testing.T) {
+	bases := []string{"email", "name", "phone", "id", "emailx", "xemail", "e_mail", "mobile", "dept",
+		"workemail", "workEmail", "last_name", "lastnamex", "displayName", "abcdefgemail", "abcdefghemail",
+		"abcdefghijemail", "abcdefghijkemail", "abcdefghijklemail", "abcdefghijklmnop"}
+	var names []string
+	for _, b := range bases {
+		names = append(names, b)
+		for k := range 12 {
+			names = append(names, b+strconv.Itoa(k), strconv.Itoa(k)+b)
+		}
+	}
+	var doc strings.Builder
+	doc.WriteString(`[`)
+	for pass := range 3 {
+		if pass > 0 {
+			doc.WriteString(`,`)
+		}
+		doc.WriteString(`{`)
+		for k := range names {
+			j := (k*(2*pass+1) + pass*7) % len(names) // another order each pass
+			if k > 0 {
+				doc.WriteString(`,`)
+			}
+			doc.WriteString(`"` + names[j] + `":"v` + strconv.Itoa(j) + `"`)
+		}
+		doc.WriteString(`}`)
+	}
+	doc.WriteString(`]`)
+	in := []byte(doc.String())
+	for ci, cfg := range []*Config{MustCompile(Options{}), MustCompile(Options{Fields: []string{"*x", "dept"}, Preset: "none"})} {
+		compareFastSlow(t, cfg, slowTwin(cfg), ModeJSON, in, ci, 0)
+	}
+	got, _, err := maskAll(MustCompile(Options{}), ModeJSON, in, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"email":"[REDACTED]"`, `"workEmail":"[REDACTED]"`, `"abcdefghijklemail":"[REDACTED]"`, `"id":"v`, `"emailx":"v`, `"abcdefghijklmnop":"v`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("masked document lacks %s", want)
+		}
+	}
 }

@@ -99,6 +99,8 @@ type Stream struct {
 
 	fields, in, written, records int64
 	rbuf                         []byte
+
+	nameCache [1 << nameCacheBits]nameCacheEntry // fast loop only; depends on cfg alone
 }
 
 type frame struct {
