@@ -45,7 +45,8 @@ timeout 600 "$OUT/caddy" run --config "$OUT/redact.caddyfile" --adapter caddyfil
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/plain/doc.json" -r 0-0 2>/dev/null && break; sleep 0.2; done
-"$OUT/download" -rounds "$ROUNDS" -url-plain "http://127.0.0.1:$PORT/plain/doc.json" -url-redact "http://127.0.0.1:$PORT/redact/doc.json"
+CADDY_PID=$(pgrep -P $PID -x caddy)
+"$OUT/download" -rounds "$ROUNDS" -pid "$CADDY_PID" -url-plain "http://127.0.0.1:$PORT/plain/doc.json" -url-redact "http://127.0.0.1:$PORT/redact/doc.json"
 if [ -n "$PPROF" ]; then
 	curl -fsS -o "$OUT/redact.pprof" "http://$ADMIN/debug/pprof/profile?seconds=15" &
 	PROF=$!
