@@ -3,38 +3,42 @@ package caddyredact
 import (
 	"net/http"
 	"sync"
-	"sync/atomic"
 )
 
-// Once a masked response streams (it is committed), masking moves to a
-// goroutine of its own, fed through a few fixed buffers. The caller of
-// Write (reverse_proxy's copy loop) reads the upstream and writes the
-// masked output to the client; the goroutine does nothing but mask. On a
-// large body the masker is the slowest stage by far, so keeping the socket
-// writes off its goroutine shortens the critical path to about the masker
-// alone (measured: bench/redact.sh, caddyredact BenchmarkDoc).
+// Once a masked response streams (it is committed), it goes through three
+// stages, each on its own goroutine, so that the masker, by far the
+// slowest, never waits for a socket:
 //
-// Ownership is strict, so no byte can take another route: while the
-// pipeline runs, its goroutine alone drives the Stream, and the caller
-// alone touches the client's ResponseWriter. Input goes to the goroutine
-// in buffers from free over work; masked output comes back in buffers
-// over ready, is written by the caller (in write, flush and stop) and
-// returned over outFree. stop ends the goroutine and waits for it, and
-// every path that touches the Stream afterwards (finish, the recover in
-// ServeHTTP) calls it first. Memory per streaming response grows by
-// pipeBuffers input buffers of pipeBufSize bytes and pipeOuts output
-// buffers of pipeOutSize (288 KiB in all, pooled); a slow client blocks
-// Write once the buffers are all full.
+//   - the caller of Write (reverse_proxy's copy loop) reads the upstream
+//     and appends the bytes to input buffers;
+//   - the mask goroutine alone drives the Stream; its output fills whole
+//     output buffers (jsonmask.BufferTaker: no copy);
+//   - the write goroutine alone writes them to the client, and flushes it.
 //
-// Masked output reaches the client at the latest at the next Write, Flush
-// or the end of the body (Write also sends what is ready without waiting),
-// as with net/http's own buffering; a Flush sends everything masked so far.
+// Hand-over is batched by demand rather than by size: a stage ready for
+// more takes everything queued, a partly filled input buffer included. A
+// busy masker thus gets large batches (few wake-ups, few large client
+// writes) and an idle one gets every write at once (no added latency); the
+// masker hands over its output at the end of every batch, so nothing
+// masked waits for more input. A Flush queues a marker that the stages
+// pass along in order: the client is flushed once everything written
+// before it is masked and written, without making the caller wait, so a
+// chunked upstream (reverse_proxy flushes after every write) is pipelined
+// as well.
+//
+// Ownership is strict, so no byte can take another route: the caller never
+// touches the Stream or the client's ResponseWriter while the pipeline
+// runs; stop ends both goroutines and waits for them, and every path that
+// touches them afterwards (finish, the recover in ServeHTTP) calls it
+// first. Memory per streaming response grows by pipeBuffers input buffers
+// of pipeBufSize and as many output buffers of pipeOutSize (pooled); a
+// slow client blocks Write once they are all full. Measured with
+// bench/redact.sh and caddyredact BenchmarkDoc.
 
 const (
-	pipeBuffers = 3
-	pipeBufSize = 32 << 10 // reverse_proxy's copy buffer; larger writes are split
-	pipeOuts    = 3
-	pipeOutSize = 64 << 10 // masked output is written to the client in runs up to this size
+	pipeBuffers = 2
+	pipeBufSize = 128 << 10
+	pipeOutSize = pipeBufSize + 8<<10 // the masked form of a full input buffer, mostly
 )
 
 // pipelineOff keeps masking inline (benchmarks compare both).
@@ -45,221 +49,255 @@ var (
 	pipeOutPool = sync.Pool{New: func() any { b := make([]byte, 0, pipeOutSize); return &b }}
 )
 
-// pipeMsg is one unit of work: input to mask, or a flush marker.
-type pipeMsg struct {
-	buf   *[]byte
-	n     int
+// pipeItem is a unit of work for a stage: bytes in buf, or a flush marker.
+type pipeItem struct {
+	buf   []byte
 	flush bool
 }
 
-// outMsg is masked output for the client, or a flush marker: everything
-// before it was masked.
-type outMsg struct {
-	buf   *[]byte
-	flush bool
-}
-
+// pipeline is shared by the three stages under mu. Each stage waits on a
+// cond of its own, signalled when what it waits for changes (and all of
+// them on an error), so no stage is woken for another's work.
 type pipeline struct {
-	mw      *maskWriter
-	work    chan pipeMsg // caller → goroutine
-	free    chan *[]byte // goroutine → caller: input buffers
-	ready   chan outMsg  // goroutine → caller: masked output
-	outFree chan *[]byte // caller → goroutine: output buffers
-	done    chan struct{}
-	cur     *[]byte     // output being filled (goroutine only)
-	failed  atomic.Bool // set after err, once the masker refused the body or the client broke off
-	err     error       // read only after failed is true or done is closed
-	errOnce sync.Once
+	mw   *maskWriter
+	done chan struct{} // closed when the write goroutine (the last stage) ended
+
+	mu       sync.Mutex
+	callerC  sync.Cond  // the caller waits for an empty input buffer
+	maskC    sync.Cond  // the mask goroutine waits for input, or an empty output buffer
+	writeC   sync.Cond  // the write goroutine waits for output
+	in       []pipeItem // caller → mask goroutine, in order
+	fill     []byte     // input being filled by the caller (nil: none)
+	free     [][]byte   // empty input buffers (len 0, cap pipeBufSize)
+	out      []pipeItem // mask goroutine → write goroutine, in order
+	outFree  [][]byte   // empty output buffers
+	closed   bool       // stop was called: no more input
+	maskDone bool       // the mask goroutine ended: no more output
+	err      error      // the masker refused the body, or the client broke off
 }
 
-// startPipeline moves masking to its goroutine. Only for a committed,
-// not-encoded masked body (a decoder goroutine already overlaps the work).
+// startPipeline moves masking and writing to their goroutines. Only for a
+// committed, not-encoded masked body (a decoder goroutine already overlaps
+// the work).
 func (mw *maskWriter) startPipeline() {
 	if pipelineOff {
 		return
 	}
-	pl := &pipeline{
-		mw:      mw,
-		work:    make(chan pipeMsg, pipeBuffers+1),
-		free:    make(chan *[]byte, pipeBuffers),
-		ready:   make(chan outMsg, pipeOuts+1),
-		outFree: make(chan *[]byte, pipeOuts),
-		done:    make(chan struct{}),
-		cur:     pipeOutPool.Get().(*[]byte),
-	}
+	pl := &pipeline{mw: mw, done: make(chan struct{})}
+	pl.callerC.L, pl.maskC.L, pl.writeC.L = &pl.mu, &pl.mu, &pl.mu
 	for range pipeBuffers {
-		pl.free <- pipeBufPool.Get().(*[]byte)
+		pl.free = append(pl.free, (*pipeBufPool.Get().(*[]byte))[:0])
+		pl.outFree = append(pl.outFree, (*pipeOutPool.Get().(*[]byte))[:0])
 	}
-	for range pipeOuts - 1 {
-		pl.outFree <- pipeOutPool.Get().(*[]byte)
-	}
+	first := pl.outFree[len(pl.outFree)-1]
+	pl.outFree = pl.outFree[:len(pl.outFree)-1]
+	mw.stream.SetBufferTaker(pl, first)
 	mw.pl = pl
-	go pl.run()
+	go pl.mask()
+	go pl.write()
 }
 
-// run is the pipeline's goroutine: it masks queued input in order and
-// hands the output over in runs as large as what is queued allows (fewer,
-// larger writes than the upstream's reads), but never holds output while
-// no more input is waiting. After an error it keeps returning buffers
-// (masking nothing more), so the caller never blocks for good.
-func (pl *pipeline) run() {
-	defer close(pl.done)
-	defer close(pl.ready)
-	for m := range pl.work {
-		if m.flush {
-			pl.send()
-			pl.ready <- outMsg{flush: true}
-			continue
-		}
-		if !pl.failed.Load() {
-			if _, err := pl.mw.stream.Write((*m.buf)[:m.n]); err != nil {
-				pl.setErr(err)
+// mask is the mask goroutine: it masks the queued input in order, and
+// passes flush markers on once everything before them is handed over.
+// After an error it keeps returning buffers (masking nothing more), so
+// the caller never blocks for good.
+func (pl *pipeline) mask() {
+	defer func() {
+		pl.mu.Lock()
+		pl.maskDone = true
+		pl.writeC.Signal()
+		pl.mu.Unlock()
+	}()
+	for {
+		pl.mu.Lock()
+		for len(pl.in) == 0 {
+			if len(pl.fill) > 0 { // take what the caller has so far
+				pl.in = append(pl.in, pipeItem{buf: pl.fill})
+				pl.fill = nil
+				break
 			}
+			if pl.closed {
+				pl.mu.Unlock()
+				return
+			}
+			pl.maskC.Wait()
 		}
-		pl.free <- m.buf
-		if len(pl.work) == 0 {
-			pl.send()
+		it := pl.in[0]
+		pl.in = pl.in[1:]
+		failed := pl.err != nil
+		if it.flush && !failed {
+			pl.out = append(pl.out, it) // the Stream handed everything over after its last Write
+			pl.writeC.Signal()
+		}
+		pl.mu.Unlock()
+
+		if it.buf != nil {
+			if !failed {
+				if _, err := pl.mw.stream.Write(it.buf); err != nil {
+					pl.setErr(err)
+				}
+			}
+			pl.mu.Lock()
+			pl.free = append(pl.free, it.buf[:0])
+			pl.callerC.Signal()
+			pl.mu.Unlock()
 		}
 	}
-	pl.send()
-	pipeOutPool.Put(pl.cur)
+}
+
+// TakeBuffer is the Stream's output (jsonmask.BufferTaker, on the mask
+// goroutine): full goes to the write goroutine, and an empty buffer comes
+// back, waiting while the client is slower than the masker.
+func (pl *pipeline) TakeBuffer(full []byte) ([]byte, error) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.err != nil {
+		return nil, pl.err
+	}
+	pl.out = append(pl.out, pipeItem{buf: full})
+	pl.writeC.Signal()
+	for len(pl.outFree) == 0 {
+		if pl.err != nil {
+			return nil, pl.err
+		}
+		pl.maskC.Wait()
+	}
+	b := pl.outFree[len(pl.outFree)-1]
+	pl.outFree = pl.outFree[:len(pl.outFree)-1]
+	return b, nil
+}
+
+// write is the write goroutine: it alone writes to the client while the
+// pipeline runs. After an error it only returns buffers.
+func (pl *pipeline) write() {
+	defer close(pl.done)
+	for {
+		pl.mu.Lock()
+		for len(pl.out) == 0 {
+			if pl.maskDone {
+				pl.mu.Unlock()
+				return
+			}
+			pl.writeC.Wait()
+		}
+		it := pl.out[0]
+		pl.out = pl.out[1:]
+		failed := pl.err != nil
+		pl.mu.Unlock()
+
+		var err error
+		switch {
+		case failed:
+		case it.flush:
+			err = http.NewResponseController(pl.mw.ResponseWriter).Flush()
+		default:
+			_, err = pl.mw.ResponseWriter.Write(it.buf)
+		}
+		if err != nil {
+			pl.setErr(err)
+		}
+		if it.buf != nil {
+			pl.mu.Lock()
+			pl.outFree = append(pl.outFree, it.buf[:0])
+			pl.maskC.Signal()
+			pl.mu.Unlock()
+		}
+	}
 }
 
 func (pl *pipeline) setErr(err error) {
-	pl.errOnce.Do(func() {
+	pl.mu.Lock()
+	if pl.err == nil {
 		pl.err = err
-		pl.failed.Store(true)
-	})
+	}
+	pl.callerC.Broadcast()
+	pl.maskC.Broadcast()
+	pl.writeC.Broadcast()
+	pl.mu.Unlock()
 }
 
-// buffer takes the masker's output (through sinkWriter, on the goroutine).
-func (pl *pipeline) buffer(p []byte) (int, error) {
+// writeIn hands p over (copied: the caller reuses its buffer). It waits only
+// when every input buffer is full, and reports a refusal or a broken
+// client.
+func (pl *pipeline) writeIn(p []byte) (int, error) {
 	total := len(p)
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
 	for len(p) > 0 {
-		out := *pl.cur
-		if len(out) == cap(out) {
-			pl.send()
-			continue
-		}
-		k := min(cap(out)-len(out), len(p))
-		*pl.cur = append(out, p[:k]...)
-		p = p[k:]
-	}
-	return total, nil
-}
-
-// send hands the output so far to the caller and takes an empty buffer
-// (waiting for the caller to write one, when all are full).
-func (pl *pipeline) send() {
-	if len(*pl.cur) == 0 {
-		return
-	}
-	if pl.failed.Load() {
-		*pl.cur = (*pl.cur)[:0] // refused: nothing more goes out
-		return
-	}
-	pl.ready <- outMsg{buf: pl.cur}
-	pl.cur = <-pl.outFree
-}
-
-// writeOut writes one masked buffer to the client (on the caller) and
-// returns it to the goroutine.
-func (pl *pipeline) writeOut(b *[]byte) {
-	if !pl.failed.Load() {
-		if _, err := pl.mw.ResponseWriter.Write(*b); err != nil {
-			pl.setErr(err)
-		}
-	}
-	*b = (*b)[:0]
-	pl.outFree <- b
-}
-
-// drainReady writes what is masked already, without waiting.
-func (pl *pipeline) drainReady() {
-	for {
-		select {
-		case m := <-pl.ready:
-			pl.writeOut(m.buf) // no flush marker: only flush sends one, and waits for it
-		default:
-			return
-		}
-	}
-}
-
-// write queues p (copied: the caller reuses its buffer) for masking, and
-// writes masked output while it waits for a free buffer.
-func (pl *pipeline) write(p []byte) (int, error) {
-	total := len(p)
-	for len(p) > 0 {
-		if pl.failed.Load() {
+		if pl.err != nil {
 			return 0, pl.err
 		}
-		select {
-		case b := <-pl.free:
-			n := copy(*b, p)
-			p = p[n:]
-			pl.work <- pipeMsg{buf: b, n: n} // never blocks: work holds every buffer
-		case m := <-pl.ready:
-			pl.writeOut(m.buf)
+		if pl.fill == nil {
+			if len(pl.free) == 0 {
+				pl.callerC.Wait()
+				continue
+			}
+			pl.fill = pl.free[len(pl.free)-1]
+			pl.free = pl.free[:len(pl.free)-1]
+		}
+		n := min(len(p), cap(pl.fill)-len(pl.fill))
+		pl.fill = append(pl.fill, p[:n]...)
+		p = p[n:]
+		if len(pl.fill) == cap(pl.fill) {
+			pl.queueFill()
 		}
 	}
-	pl.drainReady()
-	if pl.failed.Load() {
+	pl.maskC.Signal() // a waiting mask goroutine takes the partial buffer
+	if pl.err != nil {
 		return 0, pl.err
 	}
 	return total, nil
 }
 
-// flush writes everything queued so far, once masked, then flushes the
-// client connection.
-func (pl *pipeline) flush() error {
-	if pl.failed.Load() {
-		return pl.err
+// queueFill moves the buffer being filled to the input queue (pl.mu held).
+func (pl *pipeline) queueFill() {
+	if len(pl.fill) > 0 {
+		pl.in = append(pl.in, pipeItem{buf: pl.fill})
+		pl.fill = nil
 	}
-	for sent := false; !sent; {
-		select {
-		case pl.work <- pipeMsg{flush: true}:
-			sent = true
-		case m := <-pl.ready:
-			pl.writeOut(m.buf)
-		}
-	}
-	for m := range pl.ready {
-		if m.flush {
-			break
-		}
-		pl.writeOut(m.buf)
-	}
-	if pl.failed.Load() {
-		return pl.err
-	}
-	return http.NewResponseController(pl.mw.ResponseWriter).Flush()
+	pl.maskC.Signal()
 }
 
-// stop ends the goroutine after it has masked everything queued, writes
-// the rest of the output, and returns the error that stopped the pipeline
-// (the masker refused the body, or the client write failed).
+// flush queues a flush of the client after everything written so far. It
+// does not wait for it: the client is flushed as soon as that is masked
+// and written (a later Write or the end of the body reports its error).
+func (pl *pipeline) flush() error {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.err != nil {
+		return pl.err
+	}
+	pl.queueFill()
+	if n := len(pl.in); n == 0 || !pl.in[n-1].flush {
+		pl.in = append(pl.in, pipeItem{flush: true})
+		pl.maskC.Signal()
+	}
+	return nil
+}
+
+// stop ends both goroutines after everything queued is masked and
+// written, and returns the error that stopped the pipeline (the masker
+// refused the body, or the client write failed). The Stream goes back to
+// its own buffer and destination.
 func (pl *pipeline) stop() error {
-	close(pl.work)
-	for m := range pl.ready {
-		if m.buf != nil {
-			pl.writeOut(m.buf)
-		}
-	}
+	pl.mu.Lock()
+	pl.queueFill()
+	pl.closed = true
+	pl.maskC.Signal()
+	pl.mu.Unlock()
 	<-pl.done
-	for range pipeOuts - 1 {
-		select {
-		case b := <-pl.outFree:
-			pipeOutPool.Put(b)
-		default:
-		}
+	if b := pl.mw.stream.SetBufferTaker(nil, nil); b != nil {
+		pl.outFree = append(pl.outFree, b[:0])
 	}
-	for range pipeBuffers {
-		select {
-		case b := <-pl.free:
-			pipeBufPool.Put(b)
-		default: // not returned (a panic inside write): left to the GC
-		}
+	for _, b := range pl.free {
+		pipeBufPool.Put(&b)
+	}
+	for _, b := range pl.outFree {
+		pipeOutPool.Put(&b)
+	}
+	if pl.fill != nil {
+		b := pl.fill[:0]
+		pipeBufPool.Put(&b)
 	}
 	return pl.err
 }

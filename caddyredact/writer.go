@@ -275,7 +275,7 @@ func (mw *maskWriter) Write(p []byte) (int, error) {
 		if mw.state == stateRefused {
 			return 0, mw.cause
 		}
-		n, err := mw.pl.write(p)
+		n, err := mw.pl.writeIn(p)
 		if err != nil {
 			mw.fail(mw.status, err)
 			return 0, mw.cause
@@ -363,14 +363,11 @@ func (in maskerInput) Write(p []byte) (int, error) {
 }
 
 // sinkWriter receives the masker's output: into the buffer until the
-// response is committed, to the client after (through the pipeline's
-// output buffer while it runs).
+// response is committed, to the client after (from the goroutine that owns
+// the masker: the caller's, the decoder's or the pipeline's).
 type sinkWriter struct{ mw *maskWriter }
 
 func (s sinkWriter) Write(p []byte) (int, error) {
-	if pl := s.mw.pl; pl != nil {
-		return pl.buffer(p) // on the pipeline's goroutine
-	}
 	if s.mw.committed {
 		return s.mw.ResponseWriter.Write(p)
 	}

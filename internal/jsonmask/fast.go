@@ -194,7 +194,7 @@ valueEnd: // k is the closing quote of the string value at p[i], or -1
 	if d == dMasked {
 		// maskSpan inlined for the common case: the verbatim run before
 		// the value and the replacement both fit in the output buffer.
-		if e := s.span; e >= 0 && e <= i && len(s.out)+(i-e)+len(repl) <= outFlush {
+		if e := s.span; e >= 0 && e <= i && len(s.out)+(i-e)+len(repl) <= s.outMax {
 			s.out = append(append(s.out, p[e:i]...), repl...)
 			s.fields++
 			s.span = k + 1

@@ -89,7 +89,10 @@ type Stream struct {
 	nameDet   bool   // detectors run on the member name in progress
 
 	out      []byte
-	pend     []byte // remove mode: bytes of a member/element not yet decided
+	outMax   int         // out is written to the destination once it would pass this
+	ownOut   []byte      // the Stream's own output buffer
+	taker    BufferTaker // takes full output buffers instead of dst (SetBufferTaker)
+	pend     []byte      // remove mode: bytes of a member/element not yet decided
 	pending  bool
 	pendDrop bool
 
@@ -140,9 +143,39 @@ func (c *Config) NewStream(w io.Writer) *Stream { return c.NewStreamMode(w, Mode
 
 // NewStreamMode returns a Stream for the given framing writing to w.
 func (c *Config) NewStreamMode(w io.Writer, mode Mode) *Stream {
-	s := &Stream{cfg: c, out: make([]byte, 0, outFlush+1024), frames: make([]frame, 0, 16)}
+	s := &Stream{cfg: c, frames: make([]frame, 0, 16)}
+	s.SetBufferTaker(nil, nil)
 	s.Reset(w, mode)
 	return s
+}
+
+// BufferTaker is a destination that takes the Stream's output buffers
+// instead of being handed bytes to copy: TakeBuffer receives a buffer full
+// of output (the taker owns it from then on) and returns an empty one,
+// with the same capacity, for the Stream to go on with. On an error the
+// full buffer stays with the Stream, which stops.
+type BufferTaker interface {
+	TakeBuffer(full []byte) (empty []byte, err error)
+}
+
+// SetBufferTaker makes s collect its output in first (from len 0) and hand
+// each full buffer, of up to about cap(first) bytes, to t instead of
+// writing to its destination. SetBufferTaker(nil, nil) goes back to its
+// own buffer and destination. Output not yet handed over is discarded, so
+// call it between Writes (or after an error). It returns the buffer s was
+// using if that came from a taker, for the caller to reuse.
+func (s *Stream) SetBufferTaker(t BufferTaker, first []byte) (prev []byte) {
+	if s.taker != nil {
+		prev = s.out
+	}
+	if t == nil || cap(first) < 4096 {
+		if s.ownOut == nil {
+			s.ownOut = make([]byte, 0, outFlush+1024)
+		}
+		t, first = nil, s.ownOut
+	}
+	s.taker, s.out, s.outMax = t, first[:0], cap(first)-1024
+	return prev
 }
 
 // Reset makes s ready for a new body written to w, keeping its buffers.
@@ -277,11 +310,18 @@ func (s *Stream) emit(b []byte) {
 		s.pend = append(s.pend, b...)
 		return
 	}
-	if len(s.out)+len(b) > outFlush {
+	if len(s.out)+len(b) > s.outMax {
 		s.flushOut()
-		if len(b) >= outFlush/2 {
-			s.write(b)
-			return
+		if len(b) >= s.outMax/2 {
+			if s.taker == nil {
+				s.write(b)
+				return
+			}
+			for len(b) > s.outMax { // a taker gets whole buffers only
+				s.out = append(s.out, b[:s.outMax]...)
+				b = b[s.outMax:]
+				s.flushOut()
+			}
 		}
 	}
 	s.out = append(s.out, b...)
@@ -296,7 +336,16 @@ func (s *Stream) emitStr(str string) {
 }
 
 func (s *Stream) flushOut() {
-	if len(s.out) > 0 && s.err == nil {
+	if len(s.out) > 0 && s.err == nil && s.taker != nil {
+		n := len(s.out)
+		out, err := s.taker.TakeBuffer(s.out)
+		if err != nil {
+			s.err = err
+		} else {
+			s.written += int64(n)
+			s.out = out
+		}
+	} else if len(s.out) > 0 && s.err == nil {
 		s.write(s.out)
 	}
 	s.out = s.out[:0]
