@@ -49,7 +49,8 @@ var (
 	pipeOutPool = sync.Pool{New: func() any { b := make([]byte, 0, pipeOutSize); return &b }}
 )
 
-// pipeItem is a unit of work for a stage: bytes in buf, or a flush marker.
+// pipeItem is a unit of work for a stage: bytes in buf (if any), then a
+// flush of the client if flush is set.
 type pipeItem struct {
 	buf   []byte
 	flush bool
@@ -68,6 +69,7 @@ type pipeline struct {
 	writeC   sync.Cond  // the write goroutine waits for output
 	in       []pipeItem // caller → mask goroutine, in order
 	fill     []byte     // input being filled by the caller (nil: none)
+	fillFlu  bool       // a flush was asked for after fill
 	free     [][]byte   // empty input buffers (len 0, cap pipeBufSize)
 	out      []pipeItem // mask goroutine → write goroutine, in order
 	outFree  [][]byte   // empty output buffers
@@ -112,8 +114,7 @@ func (pl *pipeline) mask() {
 		pl.mu.Lock()
 		for len(pl.in) == 0 {
 			if len(pl.fill) > 0 { // take what the caller has so far
-				pl.in = append(pl.in, pipeItem{buf: pl.fill})
-				pl.fill = nil
+				pl.queueFill()
 				break
 			}
 			if pl.closed {
@@ -125,23 +126,24 @@ func (pl *pipeline) mask() {
 		it := pl.in[0]
 		pl.in = pl.in[1:]
 		failed := pl.err != nil
-		if it.flush && !failed {
-			pl.out = append(pl.out, it) // the Stream handed everything over after its last Write
+		pl.mu.Unlock()
+
+		if it.buf != nil && !failed {
+			if _, err := pl.mw.stream.Write(it.buf); err != nil {
+				pl.setErr(err)
+			}
+		}
+		pl.mu.Lock()
+		if it.buf != nil {
+			pl.free = append(pl.free, it.buf[:0])
+			pl.callerC.Signal()
+		}
+		if it.flush && pl.err == nil {
+			// The Stream handed everything over at the end of its Write.
+			pl.out = append(pl.out, pipeItem{flush: true})
 			pl.writeC.Signal()
 		}
 		pl.mu.Unlock()
-
-		if it.buf != nil {
-			if !failed {
-				if _, err := pl.mw.stream.Write(it.buf); err != nil {
-					pl.setErr(err)
-				}
-			}
-			pl.mu.Lock()
-			pl.free = append(pl.free, it.buf[:0])
-			pl.callerC.Signal()
-			pl.mu.Unlock()
-		}
 	}
 }
 
@@ -249,29 +251,37 @@ func (pl *pipeline) writeIn(p []byte) (int, error) {
 	return total, nil
 }
 
-// queueFill moves the buffer being filled to the input queue (pl.mu held).
+// queueFill moves the buffer being filled, and the flush asked for after
+// it, to the input queue (pl.mu held).
 func (pl *pipeline) queueFill() {
 	if len(pl.fill) > 0 {
-		pl.in = append(pl.in, pipeItem{buf: pl.fill})
-		pl.fill = nil
+		pl.in = append(pl.in, pipeItem{buf: pl.fill, flush: pl.fillFlu})
+		pl.fill, pl.fillFlu = nil, false
 	}
 	pl.maskC.Signal()
 }
 
-// flush queues a flush of the client after everything written so far. It
-// does not wait for it: the client is flushed as soon as that is masked
-// and written (a later Write or the end of the body reports its error).
+// flush asks for a flush of the client after everything written so far.
+// It does not wait for it: the client is flushed as soon as that is
+// masked and written (a later Write or the end of the body reports its
+// error). It does not end the batch either: an upstream that flushes after
+// every write (reverse_proxy does for a chunked one) still gets large
+// batches while the masker is busy, and one flush per batch.
 func (pl *pipeline) flush() error {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pl.err != nil {
 		return pl.err
 	}
-	pl.queueFill()
-	if n := len(pl.in); n == 0 || !pl.in[n-1].flush {
+	switch n := len(pl.in); {
+	case len(pl.fill) > 0:
+		pl.fillFlu = true
+	case n > 0:
+		pl.in[n-1].flush = true
+	default:
 		pl.in = append(pl.in, pipeItem{flush: true})
-		pl.maskC.Signal()
 	}
+	pl.maskC.Signal() // an idle masker takes it now
 	return nil
 }
 
