@@ -1,7 +1,9 @@
 // Command download measures the end-to-end cost of redact: it generates a
 // large dense JSON document (employees and gifts with nested recipients),
-// then downloads it repeatedly through two Caddy routes — reverse_proxy
-// alone, and redact + reverse_proxy — interleaved A/B, and prints the
+// serves it as the upstream (-serve, a process of its own like a real API
+// server), then downloads it repeatedly through two Caddy routes —
+// reverse_proxy alone, and redact + reverse_proxy — interleaved A/B, and
+// prints the
 // median time of each and their ratio. With -pid (the Caddy process) it
 // also prints the CPU time Caddy spent per download, user plus system, from
 // /proc (Linux): on a shared machine that is steadier than wall time, and
@@ -10,6 +12,12 @@
 //
 //	go run ./bench/download -url-plain http://127.0.0.1:18480/plain/doc.json -url-redact http://127.0.0.1:18480/redact/doc.json
 //	go run ./bench/download -gen bench/out/doc.json -size 64   # write the document (MiB)
+//	go run ./bench/download -serve 127.0.0.1:18481 -dir bench/out -for 10m
+//
+// The upstream serves DIR/doc.json at /doc.json with a Content-Length (as
+// a file server does) and at /chunked/doc.json without one, in 32 KiB
+// writes (as an API server streaming its JSON does: HTTP/1.1 chunked, and
+// reverse_proxy then flushes after every write).
 package main
 
 import (
@@ -18,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,7 +43,16 @@ func main() {
 	redacted := flag.String("url-redact", "", "URL with redact")
 	rounds := flag.Int("rounds", 10, "downloads of each variant (at most 100)")
 	pid := flag.Int("pid", 0, "Caddy's process id: also report its CPU time per download")
+	serve := flag.String("serve", "", "serve -dir as the upstream on this address (127.0.0.1 only)")
+	dir := flag.String("dir", ".", "directory holding doc.json (with -serve)")
+	serveFor := flag.Duration("for", 10*time.Minute, "stop serving after this long (with -serve)")
 	flag.Parse()
+	if *serve != "" {
+		if err := upstream(*serve, *dir, *serveFor); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *gen != "" {
 		if err := generate(*gen, *sizeMiB<<20); err != nil {
 			log.Fatal(err)
@@ -103,6 +121,47 @@ func cpuTime(pid int) time.Duration {
 	}
 	return total
 }
+
+// upstream serves doc.json until the time is up.
+func upstream(addr, dir string, limit time.Duration) error {
+	if host, _, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" {
+		return fmt.Errorf("-serve %q: want 127.0.0.1:PORT", addr)
+	}
+	path := filepath.Join(dir, "doc.json")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /doc.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		http.ServeFile(w, r, path)
+	})
+	mux.HandleFunc("GET /chunked/doc.json", func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Type", "application/json")
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := f.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	time.AfterFunc(limit, func() { _ = srv.Close() })
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
 func fetch(c *http.Client, url string) (time.Duration, int64, error) {
 	start := time.Now()
 	resp, err := c.Get(url)
