@@ -397,8 +397,11 @@ func (mw *maskWriter) commit() {
 	mw.ResponseWriter.WriteHeader(mw.status)
 	if mw.buf != nil && mw.buf.Len() > 0 {
 		_, _ = mw.ResponseWriter.Write(mw.buf.Bytes())
-		mw.buf.Reset()
 	}
+	// The buffer (up to max_buffer) is not needed any more: output streams
+	// from now on, and a streaming response holds the pipeline's buffers
+	// instead.
+	mw.release()
 }
 
 // maskedHeaders fixes the headers of a masked body: its length (or none
