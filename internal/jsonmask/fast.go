@@ -43,6 +43,7 @@ func (s *Stream) fast(p []byte, i int) int {
 		isName bool // which string str is scanning
 		w0, w1 uint64
 		nc     *nameCacheEntry
+		nset   *[2]nameCacheEntry
 		names  = s.cfg.names
 		repl   = s.cfg.fastRepl
 	)
@@ -97,34 +98,33 @@ name: // p[i] is the opening quote of a member name
 	if fDisp != dPlain || names == nil || i+17 > n {
 		goto str
 	}
-	// A name of up to 15 bytes is its own cache key: the two words read
-	// for the scan, cut after the closing quote (a raw string never holds
-	// a zero byte, so the key is exact).
-	k = i + 1
-	w0, w1 = binary.LittleEndian.Uint64(p[k:k+8]), 0
-	if m = swarSpecial(w0); m != 0 {
-		w0 &= (m&-m)>>7 - 1
-	} else {
-		w1 = binary.LittleEndian.Uint64(p[k+8 : k+16])
-		if m = swarSpecial(w1); m == 0 {
-			k = asciiEnd(p, k+16)
-			goto nameEnd
-		}
-		w1 &= (m&-m)>>7 - 1
-		k += 8
+	// A name seen before is recognised without scanning it: the cache set
+	// is chosen by the first four bytes after the quote, and an entry
+	// matches when the next sixteen bytes, masked to the entry's length
+	// plus one, are exactly its name and a closing quote (a name in the
+	// cache is plain ASCII without escapes, so nothing else can match).
+	w0, w1 = binary.LittleEndian.Uint64(p[i+1:i+9]), binary.LittleEndian.Uint64(p[i+9:i+17])
+	nset = &s.nameCache[uint32(w0)*0x9e3779b1>>(32-nameCacheBits)]
+	if nc = &nset[0]; w0&nc.m0 == nc.k0 && w1&nc.m1 == nc.k1 && nc.d != 0 {
+		k, d = i+1+int(nc.l), nc.d-1
+		goto nameDecided
 	}
-	if k += bits.TrailingZeros64(m) >> 3; p[k] != '"' {
-		k = -1
+	if nc = &nset[1]; w0&nc.m0 == nc.k0 && w1&nc.m1 == nc.k1 && nc.d != 0 {
+		k, d = i+1+int(nc.l), nc.d-1
+		goto nameDecided
+	}
+	k = asciiEnd(p, i+1)
+	if k < 0 || k-i > 16 {
 		goto nameEnd
 	}
-	nc = &s.nameCache[((w0^w1*0x9e3779b97f4a7c15)*0xff51afd7ed558ccd)>>(64-nameCacheBits)]
-	if nc.w0 != w0 || nc.w1 != w1 || nc.d == 0 {
-		nc.w0, nc.w1, nc.d = w0, w1, dPlain+1
-		if names.mayMatch(p[i+1:k]) && names.matchRaw(p[i+1:k]) {
-			nc.d = dMasked + 1
-		}
+	// A miss: the name (at most 15 bytes) goes into the set, the older
+	// entry moving to the second way.
+	d = dPlain
+	if names.mayMatch(p[i+1:k]) && names.matchRaw(p[i+1:k]) {
+		d = dMasked
 	}
-	d = nc.d - 1
+	nset[1] = nset[0]
+	nset[0] = newNameCacheEntry(w0, w1, k-i-1, d)
 	goto nameDecided
 nameEnd: // k is the closing quote of the name, or -1
 	if k < 0 {
@@ -326,16 +326,43 @@ closing: // p[i] closes the container on top (checked by the caller)
 	goto after
 }
 
-// nameCacheBits sizes the per-Stream cache of member names: API documents
-// repeat a few dozen names, and a hit costs a multiply and a compare
-// instead of a walk of the suffix trie.
-const nameCacheBits = 6
+// nameCacheBits sizes the per-Stream cache of member names (two entries
+// per set): API documents repeat a few dozen names, and a hit costs two
+// loads and two masked compares instead of a scan of the name and a walk
+// of the suffix trie.
+const nameCacheBits = 7
 
-// nameCacheEntry is a member name of at most 15 bytes, as little-endian
-// words cut after its last byte, and its disposition plus one (0: empty).
+// nameCacheEntry is a member name of at most 15 bytes followed by its
+// closing quote, as little-endian words k0, k1 with the masks m0, m1 of
+// those bytes; l is the name's length and d its disposition plus one (0:
+// empty; then the masks are zero and d decides).
 type nameCacheEntry struct {
-	w0, w1 uint64
-	d      disp
+	k0, k1, m0, m1 uint64
+	l              uint8
+	d              disp
+}
+
+// newNameCacheEntry makes the entry for the name of length l (at most 15)
+// whose bytes start w0, w1 (the words read at the name's first byte).
+func newNameCacheEntry(w0, w1 uint64, l int, d disp) nameCacheEntry {
+	e := nameCacheEntry{l: uint8(l), d: d + 1}
+	if l < 8 {
+		e.m0 = byteMask(l + 1)
+		e.k0 = w0&byteMask(l) | '"'<<(8*l)
+	} else {
+		e.m0, e.k0 = ^uint64(0), w0
+		e.m1 = byteMask(l - 7)
+		e.k1 = w1&byteMask(l-8) | '"'<<(8*(l-8))
+	}
+	return e
+}
+
+// byteMask covers the first n bytes (0 to 8) of a little-endian word.
+func byteMask(n int) uint64 {
+	if n >= 8 {
+		return ^uint64(0)
+	}
+	return 1<<(8*n) - 1
 }
 
 // maskSpan replaces the scalar p[i:e] by the strategy's replacement: what precedes it goes out,

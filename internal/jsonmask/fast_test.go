@@ -138,7 +138,12 @@ func FuzzFastLoop(f *testing.F) {
 func TestFastNameCache(t *testing.T) {
 	bases := []string{"email", "name", "phone", "id", "emailx", "xemail", "e_mail", "mobile", "dept",
 		"workemail", "workEmail", "last_name", "lastnamex", "displayName", "abcdefgemail", "abcdefghemail",
-		"abcdefghijemail", "abcdefghijkemail", "abcdefghijklemail", "abcdefghijklmnop"}
+		"abcdefghijemail", "abcdefghijkemail", "abcdefghijklemail", "abcdefghijklmnop",
+		// Names sharing their first four bytes (one cache set, two ways),
+		// prefixes of each other, and short ones whose set depends on the
+		// bytes after them.
+		"recipient_name", "recipient_email", "recipient_phone", "recipient_id", "recipient", "reci", "rec",
+		"emai", "emails", "e", "", "na", `n\u0061me`, `em\"ail`, `nam\u00e9`}
 	var names []string
 	for _, b := range bases {
 		names = append(names, b)
@@ -171,7 +176,8 @@ func TestFastNameCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"email":"[REDACTED]"`, `"workEmail":"[REDACTED]"`, `"abcdefghijklemail":"[REDACTED]"`, `"id":"v`, `"emailx":"v`, `"abcdefghijklmnop":"v`} {
+	for _, want := range []string{`"email":"[REDACTED]"`, `"workEmail":"[REDACTED]"`, `"abcdefghijklemail":"[REDACTED]"`, `"id":"v`, `"emailx":"v`, `"abcdefghijklmnop":"v`,
+		`"recipient_email":"[REDACTED]"`, `"recipient_name":"v`, `"recipient_id":"v`, `"reci":"v`, `"emails":"[REDACTED]"`, `"n\u0061me":"[REDACTED]"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("masked document lacks %s", want)
 		}

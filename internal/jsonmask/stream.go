@@ -103,7 +103,7 @@ type Stream struct {
 	fields, in, written, records int64
 	rbuf                         []byte
 
-	nameCache [1 << nameCacheBits]nameCacheEntry // fast loop only; depends on cfg alone
+	nameCache [1 << nameCacheBits][2]nameCacheEntry // fast loop only; depends on cfg alone
 }
 
 type frame struct {
