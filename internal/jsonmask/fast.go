@@ -33,19 +33,21 @@ func (s *Stream) fast(p []byte, i int) int {
 	// registers. Every label is at the top level of the function, and all
 	// variables are declared before the first jump.
 	var (
-		n      = len(p)
-		k      int
-		m      uint64
-		c      byte
-		d      = s.vdisp
-		fArr   bool // the container on top of the stack
-		fDisp  disp
-		isName bool // which string str is scanning
-		w0, w1 uint64
-		nc     *nameCacheEntry
-		nset   *[2]nameCacheEntry
-		names  = s.cfg.names
-		repl   = s.cfg.fastRepl
+		n        = len(p)
+		k        int
+		m        uint64
+		c        byte
+		d        = s.vdisp
+		fArr     bool // the container on top of the stack
+		fDisp    disp
+		isName   bool // which string str is scanning
+		w0, w1   uint64
+		nc       *nameCacheEntry
+		nset     *[2]nameCacheEntry
+		nb       []byte
+		names    = s.cfg.names
+		repl     = s.cfg.fastRepl
+		replMask = repl == `"[REDACTED]"` // written as replMask0, replMask1
 	)
 	fArr, fDisp = s.frames[len(s.frames)-1].array, s.frames[len(s.frames)-1].disp
 	switch s.st {
@@ -103,7 +105,8 @@ name: // p[i] is the opening quote of a member name
 	// matches when the next sixteen bytes, masked to the entry's length
 	// plus one, are exactly its name and a closing quote (a name in the
 	// cache is plain ASCII without escapes, so nothing else can match).
-	w0, w1 = binary.LittleEndian.Uint64(p[i+1:i+9]), binary.LittleEndian.Uint64(p[i+9:i+17])
+	nb = p[i+1 : i+17]
+	w0, w1 = binary.LittleEndian.Uint64(nb[:8]), binary.LittleEndian.Uint64(nb[8:])
 	nset = &s.nameCache[uint32(w0)*0x9e3779b1>>(32-nameCacheBits)]
 	if nc = &nset[0]; w0&nc.m0 == nc.k0 && w1&nc.m1 == nc.k1 && nc.d != 0 {
 		k, d = i+1+int(nc.l), nc.d-1
@@ -195,7 +198,27 @@ valueEnd: // k is the closing quote of the string value at p[i], or -1
 		// maskSpan inlined for the common case: the verbatim run before
 		// the value and the replacement both fit in the output buffer.
 		if e := s.span; e >= 0 && e <= i && len(s.out)+(i-e)+len(repl) <= s.outMax {
-			s.out = append(append(s.out, p[e:i]...), repl...)
+			// Most runs between two masked values are short (a comma and
+			// a name): copied as four words, without a call, when the
+			// input and the buffer's spare capacity (past outMax) allow.
+			if o := len(s.out); i-e <= 32 && e+32 <= n {
+				out, in := s.out[o:o+32], p[e:e+32]
+				binary.LittleEndian.PutUint64(out[0:], binary.LittleEndian.Uint64(in[0:]))
+				binary.LittleEndian.PutUint64(out[8:], binary.LittleEndian.Uint64(in[8:]))
+				binary.LittleEndian.PutUint64(out[16:], binary.LittleEndian.Uint64(in[16:]))
+				binary.LittleEndian.PutUint64(out[24:], binary.LittleEndian.Uint64(in[24:]))
+				s.out = s.out[:o+i-e]
+			} else {
+				s.out = append(s.out, p[e:i]...)
+			}
+			if o := len(s.out); replMask { // two stores
+				out := s.out[o : o+12]
+				binary.LittleEndian.PutUint64(out[0:], replMask0)
+				binary.LittleEndian.PutUint32(out[8:], replMask1)
+				s.out = s.out[:o+12]
+			} else {
+				s.out = append(s.out, repl...)
+			}
 			s.fields++
 			s.span = k + 1
 		} else {
@@ -296,8 +319,9 @@ after: // after a value inside the container on top
 str: // p[i] opens a string: k = asciiEnd(p, i+1), its first sixteen bytes inline
 	k = i + 1
 	if k+16 <= n {
-		if m = swarSpecial(binary.LittleEndian.Uint64(p[k : k+8])); m == 0 {
-			if m = swarSpecial(binary.LittleEndian.Uint64(p[k+8 : k+16])); m == 0 {
+		nb = p[k : k+16]
+		if m = swarSpecial(binary.LittleEndian.Uint64(nb[:8])); m == 0 {
+			if m = swarSpecial(binary.LittleEndian.Uint64(nb[8:])); m == 0 {
 				k = asciiEnd(p, k+16)
 				goto strDone
 			}
@@ -325,6 +349,13 @@ closing: // p[i] closes the container on top (checked by the caller)
 	fArr, fDisp = s.frames[len(s.frames)-1].array, s.frames[len(s.frames)-1].disp
 	goto after
 }
+
+// replMask0 and replMask1 are the bytes of "[REDACTED]" (with its quotes)
+// as little-endian words.
+const (
+	replMask0 = uint64('"') | uint64('[')<<8 | uint64('R')<<16 | uint64('E')<<24 | uint64('D')<<32 | uint64('A')<<40 | uint64('C')<<48 | uint64('T')<<56
+	replMask1 = uint32('E') | uint32('D')<<8 | uint32(']')<<16 | uint32('"')<<24
+)
 
 // nameCacheBits sizes the per-Stream cache of member names (two entries
 // per set): API documents repeat a few dozen names, and a hit costs two
