@@ -520,9 +520,12 @@ func (mw *maskWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // FlushError ends the buffer phase (SPEC: the upstream's first Flush) and
-// flushes what is masked so far (through the pipeline's goroutine once it
-// owns the output). While a decoder goroutine owns the output, or before
-// anything is decided, it does nothing.
+// flushes what is masked so far. Once the pipeline streams, the flush is
+// queued: the client is flushed as soon as everything written before it is
+// masked and written, without the caller waiting (SPEC: Flush passes
+// through; it just does not block the upstream meanwhile). While a decoder
+// goroutine owns the output, or before anything is decided, it does
+// nothing.
 func (mw *maskWriter) FlushError() error {
 	if mw.pipe != nil {
 		return nil
