@@ -271,7 +271,7 @@ func (rep *report) print(w io.Writer) {
 	p("network              %s, net.ipv4.tcp_migrate_req=%s", rep.Network, rep.MigrateReq)
 	p("failed requests      %d   (no HTTP answer after the retry: during reloads %d, during the outage %d, other %d; on kept-alive connections %d%s)",
 		st.TransportErrors, st.TransportInReload, st.TransportInOutage, st.TransportOther, st.TransportReused, kindSuffix(st.TransportKinds))
-	p("retries              %d   (first attempt failed before any response byte, sent again on a new connection: during reloads %d, during the outage %d, other %d; %d answered%s)",
+	p("retries              %d   (first attempt failed at the connection level before any response byte, or before the end of a GET/HEAD/OPTIONS response, sent again on a new connection: during reloads %d, during the outage %d, other %d; %d answered%s)",
 		st.Retries, st.RetriesInReload, st.RetriesInOutage, st.RetriesOther, st.RetriesAnswered, kindSuffix(st.RetryKinds))
 	p("transport replays    %d   (Go's transport re-sent a GET or Idempotency-Key POST after a kept-alive connection failed; during reloads %d); reached the upstream twice %d",
 		st.Replayed, st.ReplayedInReload, st.DuplicateArrivals)
