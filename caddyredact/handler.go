@@ -51,6 +51,11 @@ func (h *Redact) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		// (our Write refused the body, or the upstream broke off). Before
 		// anything was sent, that becomes a clean 502.
 		if rec := recover(); rec != nil {
+			if mw.pl != nil {
+				// Nothing more is masked or written: the response is
+				// aborted (or refused) either way.
+				mw.pl.abort(errors.New("redact: upstream response aborted"))
+			}
 			_ = mw.stopDecoder() // first: it may still own the output
 			if rec == http.ErrAbortHandler && !mw.committed {
 				err = mw.refuse(mw.errOr(errors.New("redact: upstream response aborted")))

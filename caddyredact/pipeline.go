@@ -1,8 +1,11 @@
 package caddyredact
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // Once a masked response streams (it is committed), it goes through three
@@ -43,6 +46,11 @@ const (
 	pipeBufSize = 128 << 10
 	pipeOutSize = pipeBufSize + 8<<10 // the masked form of a full input buffer, mostly
 )
+
+// droppedSharedBuffers counts buffers stop kept out of the pools because
+// they were there twice (or had another size): it stays 0 unless the
+// ownership rules are broken (TestPipelineBufferOwnership checks).
+var droppedSharedBuffers atomic.Int64
 
 // pipelineOff keeps masking inline (benchmarks compare both).
 var pipelineOff = false
@@ -132,7 +140,7 @@ func (pl *pipeline) mask() {
 		pl.mu.Unlock()
 
 		if it.buf != nil && !failed {
-			if _, err := pl.mw.stream.Write(it.buf); err != nil {
+			if err := pl.maskBatch(it.buf); err != nil {
 				pl.setErr(err)
 			}
 		}
@@ -141,8 +149,11 @@ func (pl *pipeline) mask() {
 			pl.free = append(pl.free, it.buf[:0])
 			pl.callerC.Signal()
 		}
-		if it.flush && pl.err == nil {
-			// The Stream handed everything over at the end of its Write.
+		// The Stream handed everything over at the end of its Write. One
+		// flush marker at the end of the output queue covers the ones after
+		// it, so a stalled client cannot make the queue grow (an upstream
+		// flushing after every byte of a long masked value adds no output).
+		if n := len(pl.out); it.flush && pl.err == nil && (n == 0 || pl.out[n-1].buf != nil) {
 			pl.out = append(pl.out, pipeItem{flush: true})
 			pl.writeC.Signal()
 		}
@@ -150,26 +161,41 @@ func (pl *pipeline) mask() {
 	}
 }
 
+// maskBatch masks one batch. A panic in the masker fails the response
+// (aborted, as for invalid JSON) instead of the process: this goroutine
+// is not the handler's, so nothing else would recover it.
+func (pl *pipeline) maskBatch(b []byte) (err error) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			err = fmt.Errorf("redact: masker failed: %v", rec)
+		}
+	}()
+	_, err = pl.mw.stream.Write(b)
+	return err
+}
+
 // TakeBuffer is the Stream's output (jsonmask.BufferTaker, on the mask
 // goroutine): full goes to the write goroutine, and an empty buffer comes
-// back, waiting while the client is slower than the masker.
+// back, waiting while the client is slower than the masker. Once full is
+// queued it is the write goroutine's, so TakeBuffer returns a buffer even
+// when the pipeline failed meanwhile (with the error): were it to return
+// none, the Stream would keep full too, and one array would end up twice
+// in the pool, shared by two responses. The write goroutine gives back
+// every buffer, after an error too, so the wait ends.
 func (pl *pipeline) TakeBuffer(full []byte) ([]byte, error) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pl.err != nil {
-		return nil, pl.err
+		return nil, pl.err // full not taken: it stays with the Stream
 	}
 	pl.out = append(pl.out, pipeItem{buf: full})
 	pl.writeC.Signal()
 	for len(pl.outFree) == 0 {
-		if pl.err != nil {
-			return nil, pl.err
-		}
 		pl.maskC.Wait()
 	}
 	b := pl.outFree[len(pl.outFree)-1]
 	pl.outFree = pl.outFree[:len(pl.outFree)-1]
-	return b, nil
+	return b, pl.err
 }
 
 // write is the write goroutine: it alone writes to the client while the
@@ -190,16 +216,10 @@ func (pl *pipeline) write() {
 		failed := pl.err != nil
 		pl.mu.Unlock()
 
-		var err error
-		switch {
-		case failed:
-		case it.flush:
-			err = http.NewResponseController(pl.mw.ResponseWriter).Flush()
-		default:
-			_, err = pl.mw.ResponseWriter.Write(it.buf)
-		}
-		if err != nil {
-			pl.setErr(err)
+		if !failed {
+			if err := pl.writeOut(it); err != nil {
+				pl.setErr(err)
+			}
 		}
 		if it.buf != nil {
 			pl.mu.Lock()
@@ -208,6 +228,25 @@ func (pl *pipeline) write() {
 			pl.mu.Unlock()
 		}
 	}
+}
+
+// writeOut sends one item to the client. A writer that cannot flush is
+// not an error (as on the other paths: the bytes still go out); a panic in
+// the client's writer fails the response instead of the process.
+func (pl *pipeline) writeOut(it pipeItem) (err error) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			err = fmt.Errorf("redact: writing to the client failed: %v", rec)
+		}
+	}()
+	if it.flush {
+		if err = http.NewResponseController(pl.mw.ResponseWriter).Flush(); errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
+		return err
+	}
+	_, err = pl.mw.ResponseWriter.Write(it.buf)
+	return err
 }
 
 func (pl *pipeline) setErr(err error) {
@@ -264,6 +303,20 @@ func (pl *pipeline) queueFill() {
 	pl.maskC.Signal()
 }
 
+// abort stops the pipeline without masking or writing anything more (the
+// upstream broke off, or the handler failed): stop then only joins.
+func (pl *pipeline) abort(err error) { pl.setErr(err) }
+
+// sharesArray reports whether b has the same backing array as one of bs.
+func sharesArray(bs [][]byte, b []byte) bool {
+	for _, x := range bs {
+		if cap(x) > 0 && cap(b) > 0 && &x[:1][0] == &b[:1][0] {
+			return true
+		}
+	}
+	return false
+}
+
 // flush asks for a flush of the client after everything written so far.
 // It does not wait for it: the client is flushed as soon as that is
 // masked and written (a later Write or the end of the body reports its
@@ -302,11 +355,22 @@ func (pl *pipeline) stop() error {
 	if b := pl.mw.stream.SetBufferTaker(nil, nil); b != nil {
 		pl.outFree = append(pl.outFree, b[:0])
 	}
-	for _, b := range pl.free {
-		pipeBufPool.Put(&b)
+	// Only whole, distinct buffers go back to the pools: a buffer there
+	// twice would be shared by two responses. (TakeBuffer's ownership rule
+	// keeps this from happening; this is the net under it.)
+	for k, b := range pl.free {
+		if cap(b) == pipeBufSize && !sharesArray(pl.free[:k], b) {
+			pipeBufPool.Put(&b)
+		} else {
+			droppedSharedBuffers.Add(1)
+		}
 	}
-	for _, b := range pl.outFree {
-		pipeOutPool.Put(&b)
+	for k, b := range pl.outFree {
+		if cap(b) == pipeOutSize && !sharesArray(pl.outFree[:k], b) {
+			pipeOutPool.Put(&b)
+		} else {
+			droppedSharedBuffers.Add(1)
+		}
 	}
 	if pl.fill != nil {
 		b := pl.fill[:0]

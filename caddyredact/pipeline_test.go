@@ -30,6 +30,9 @@ type ownerWriter struct {
 	status  int
 	flushes int
 	breakAt int // > 0: Write fails once this many bytes were written
+
+	gate      chan struct{} // non-nil: Write waits until it is closed
+	gateFails bool          // then fails
 }
 
 func (w *ownerWriter) enter() {
@@ -55,6 +58,12 @@ func (w *ownerWriter) WriteHeader(status int) {
 func (w *ownerWriter) Write(p []byte) (int, error) {
 	w.enter()
 	defer w.leave()
+	if w.gate != nil {
+		<-w.gate
+		if w.gateFails {
+			return 0, errors.New("client went away")
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.status == 0 {
@@ -251,5 +260,189 @@ func TestPipelineFlushDelivers(t *testing.T) {
 	}
 	if checks < 10 {
 		t.Fatalf("only %d flushes checked", checks)
+	}
+}
+
+// startTestPipeline sets up a committed masked response streaming through
+// the pipeline, as Write does past max_buffer, for tests that drive the
+// pipeline directly.
+func startTestPipeline(t *testing.T, w *ownerWriter) *maskWriter {
+	t.Helper()
+	h := provisioned(t, &Redact{})
+	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
+	mw := newMaskWriter(w, r, h)
+	mw.state, mw.status, mw.committed = stateMask, 200, true
+	mw.stream = h.mask.NewStreamMode(sinkWriter{mw}, jsonmask.ModeJSON)
+	mw.startPipeline()
+	if mw.pl == nil {
+		t.Fatal("no pipeline")
+	}
+	return mw
+}
+
+// TestPipelineBufferOwnership: the pipeline fails (the handler aborts, or
+// the client breaks off) while the masker waits for an output buffer. The
+// buffer it had just handed over belongs to the write goroutine from then
+// on; were the Stream to keep it as well, one array would go back to the
+// pool twice and be shared by two later responses (one client could get
+// bytes of another's). stop's check counts any such buffer; it must find
+// none.
+func TestPipelineBufferOwnership(t *testing.T) {
+	before := droppedSharedBuffers.Load()
+	for k := range 6 {
+		w := &ownerWriter{t: t, h: http.Header{}, gate: make(chan struct{}), gateFails: k%2 == 1}
+		mw := startTestPipeline(t, w)
+		doc := denseDoc(2 << 20)
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			for p := doc; len(p) > 0 && err == nil; p = p[min(len(p), 32<<10):] {
+				_, err = mw.pl.writeIn(p[:min(len(p), 32<<10)])
+			}
+			done <- err
+		}()
+		// Let the masker fill every output buffer while the first write
+		// blocks, and wait in TakeBuffer; then the pipeline fails while
+		// the write goroutine still holds its buffers (an abort), or the
+		// client write fails.
+		time.Sleep(100 * time.Millisecond)
+		if !w.gateFails {
+			mw.pl.abort(errors.New("test: handler aborted"))
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(w.gate)
+		<-done
+		if err := mw.pl.stop(); err == nil {
+			t.Fatal("the client's failure went unnoticed")
+		}
+	}
+	if n := droppedSharedBuffers.Load() - before; n != 0 {
+		t.Fatalf("%d buffers were owned twice", n)
+	}
+}
+
+// TestPipelineFlushMarkersBounded: a client that stops reading while the
+// upstream sends a long masked value a byte at a time, flushing after
+// each (reverse_proxy does for a chunked upstream), must not grow the
+// output queue: one flush marker stands for those after it.
+func TestPipelineFlushMarkersBounded(t *testing.T) {
+	w := &ownerWriter{t: t, h: http.Header{}, gate: make(chan struct{})}
+	mw := startTestPipeline(t, w)
+	pl := mw.pl
+	write := func(s string) {
+		if _, err := pl.writeIn([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		if err := pl.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`[{"id":1},{"email":"`)
+	peak := 0
+	for k := range 20000 {
+		write("x")
+		if k%100 == 0 {
+			time.Sleep(50 * time.Microsecond) // let the masker take the small batches
+		}
+		pl.mu.Lock()
+		peak = max(peak, len(pl.out))
+		pl.mu.Unlock()
+	}
+	write(`"}]`)
+	close(w.gate)
+	if err := pl.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if limit := 2*pipeBuffers + 1; peak > limit {
+		t.Fatalf("the output queue reached %d items (limit %d)", peak, limit)
+	}
+	if _, got, _ := w.result(); got != `[{"id":1},{"email":"[REDACTED]"}]` {
+		t.Fatalf("client got %q", got)
+	}
+}
+
+// noFlushWriter is a client writer without Flush (a middleware in between
+// that hides it).
+type noFlushWriter struct {
+	h    http.Header
+	body bytes.Buffer
+	mu   sync.Mutex
+	// panicAt > 0: Write panics once this many bytes were written.
+	panicAt int
+}
+
+func (w *noFlushWriter) Header() http.Header { return w.h }
+func (w *noFlushWriter) WriteHeader(int)     {}
+func (w *noFlushWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.panicAt > 0 && w.body.Len()+len(p) > w.panicAt {
+		panic("test: the client's writer panicked")
+	}
+	return w.body.Write(p)
+}
+
+// serveTo runs the handler on any client writer; like serve.
+func serveTo(t *testing.T, h *Redact, w http.ResponseWriter, body []byte, flushEvery int, nextErr error) (err error, aborted bool) {
+	t.Helper()
+	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		for k := 0; len(body) > 0; k++ {
+			n := min(len(body), 32<<10)
+			if _, err := w.Write(body[:n]); err != nil {
+				return err
+			}
+			body = body[n:]
+			if flushEvery > 0 && k%flushEvery == 0 {
+				_ = http.NewResponseController(w).Flush()
+			}
+		}
+		return nextErr
+	})
+	defer func() {
+		if rec := recover(); rec != nil {
+			if rec != http.ErrAbortHandler {
+				panic(rec)
+			}
+			aborted = true
+		}
+	}()
+	return h.ServeHTTP(w, r, next), false
+}
+
+// TestPipelineWriterEdges: a client writer that cannot flush still gets
+// the whole masked body (a flush it cannot do is not an error, as on the
+// other paths); one that panics fails the response (aborted) instead of
+// the process; and a handler that fails after the response was committed
+// aborts it, so the client never sees a complete-looking truncated
+// document.
+func TestPipelineWriterEdges(t *testing.T) {
+	h := provisioned(t, &Redact{MaxBuffer: 4096})
+	doc := denseDoc(600 << 10)
+	var want bytes.Buffer
+	if _, err := h.mask.Copy(&want, bytes.NewReader(doc), jsonmask.ModeJSON); err != nil {
+		t.Fatal(err)
+	}
+
+	w := &noFlushWriter{h: http.Header{}}
+	if err, aborted := serveTo(t, h, w, doc, 1, nil); err != nil || aborted {
+		t.Fatalf("writer without Flush: %v, aborted %v", err, aborted)
+	}
+	if w.body.String() != want.String() {
+		t.Fatalf("writer without Flush: %d bytes, want the masker's %d", w.body.Len(), want.Len())
+	}
+
+	w = &noFlushWriter{h: http.Header{}, panicAt: 200 << 10}
+	if _, aborted := serveTo(t, h, w, doc, 0, nil); !aborted {
+		t.Fatal("a panicking client writer did not abort the response")
+	}
+
+	w = &noFlushWriter{h: http.Header{}}
+	if _, aborted := serveTo(t, h, w, doc[:len(doc)/2], 0, errors.New("test: upstream failed")); !aborted {
+		t.Fatal("a handler error after commit did not abort the response")
+	}
+	if strings.Contains(w.body.String(), "@acme.test") {
+		t.Fatal("an email reached the client")
 	}
 }

@@ -436,6 +436,9 @@ func privateHeaders(hdr http.Header, vary string) {
 
 // finish completes the response after next returned.
 func (mw *maskWriter) finish(nextErr error) error {
+	if nextErr != nil && mw.pl != nil {
+		mw.pl.abort(nextErr) // the body is incomplete: mask and write nothing more
+	}
 	if derr := mw.stopDecoder(); derr != nil {
 		mw.fail(mw.status, derr)
 	}
@@ -455,7 +458,11 @@ func (mw *maskWriter) finish(nextErr error) error {
 		}
 		if nextErr != nil {
 			if mw.committed {
-				return nextErr
+				// Part of the masked body is out and the rest will never
+				// come: abort, so the client sees an incomplete response
+				// rather than a complete-looking, truncated document.
+				mw.h.logRefusal(mw.r, mw.status, nextErr)
+				panic(http.ErrAbortHandler)
 			}
 			mw.clearHeaders()
 			return nextErr

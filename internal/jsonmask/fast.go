@@ -199,15 +199,21 @@ valueEnd: // k is the closing quote of the string value at p[i], or -1
 		// the value and the replacement both fit in the output buffer.
 		if e := s.span; e >= 0 && e <= i && len(s.out)+(i-e)+len(repl) <= s.outMax {
 			// Most runs between two masked values are short (a comma and
-			// a name): copied as four words, without a call, when the
-			// input and the buffer's spare capacity (past outMax) allow.
-			if o := len(s.out); i-e <= 32 && e+32 <= n {
-				out, in := s.out[o:o+32], p[e:e+32]
-				binary.LittleEndian.PutUint64(out[0:], binary.LittleEndian.Uint64(in[0:]))
-				binary.LittleEndian.PutUint64(out[8:], binary.LittleEndian.Uint64(in[8:]))
-				binary.LittleEndian.PutUint64(out[16:], binary.LittleEndian.Uint64(in[16:]))
-				binary.LittleEndian.PutUint64(out[24:], binary.LittleEndian.Uint64(in[24:]))
-				s.out = s.out[:o+i-e]
+			// a name): 8 to 32 bytes are copied as overlapping words,
+			// without a call. Only the run's own bytes are read and
+			// written: nothing of the value being masked is ever copied,
+			// not even into the buffer's spare capacity.
+			if o, l := len(s.out), i-e; l >= 8 && l <= 32 {
+				out, in := s.out[o:o+l], p[e:i]
+				binary.LittleEndian.PutUint64(out, binary.LittleEndian.Uint64(in))
+				if l > 16 {
+					binary.LittleEndian.PutUint64(out[8:], binary.LittleEndian.Uint64(in[8:]))
+					if l > 24 {
+						binary.LittleEndian.PutUint64(out[16:], binary.LittleEndian.Uint64(in[16:]))
+					}
+				}
+				binary.LittleEndian.PutUint64(out[l-8:], binary.LittleEndian.Uint64(in[l-8:]))
+				s.out = s.out[:o+l]
 			} else {
 				s.out = append(s.out, p[e:i]...)
 			}

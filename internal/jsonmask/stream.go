@@ -151,12 +151,15 @@ func (c *Config) NewStreamMode(w io.Writer, mode Mode) *Stream {
 
 // BufferTaker is a destination that takes the Stream's output buffers
 // instead of being handed bytes to copy: TakeBuffer receives a buffer full
-// of output (the taker owns it from then on) and returns an empty one,
-// with the same capacity, for the Stream to go on with. On an error the
-// full buffer stays with the Stream, which stops.
+// of output and returns an empty one, with the same capacity, for the
+// Stream to go on with. Returning a buffer means full was taken (the
+// taker owns it from then on), with or without an error; returning nil
+// and an error leaves full with the Stream. On an error the Stream stops.
 type BufferTaker interface {
 	TakeBuffer(full []byte) (empty []byte, err error)
 }
+
+var errShortBuffer = errors.New("jsonmask: BufferTaker returned a buffer smaller than the first")
 
 // SetBufferTaker makes s collect its output in first (from len 0) and hand
 // each full buffer, of up to about cap(first) bytes, to t instead of
@@ -339,11 +342,18 @@ func (s *Stream) flushOut() {
 	if len(s.out) > 0 && s.err == nil && s.taker != nil {
 		n := len(s.out)
 		out, err := s.taker.TakeBuffer(s.out)
+		if out != nil {
+			// Taken, even with an error. The fast loop writes up to
+			// outMax+32 bytes into a buffer: one with less room than the
+			// first is refused, not trusted.
+			s.written += int64(n)
+			s.out = out[:0]
+			if cap(out) < s.outMax+1024 && err == nil {
+				err = errShortBuffer
+			}
+		}
 		if err != nil {
 			s.err = err
-		} else {
-			s.written += int64(n)
-			s.out = out
 		}
 	} else if len(s.out) > 0 && s.err == nil {
 		s.write(s.out)
