@@ -90,9 +90,10 @@ func (w *ownerWriter) result() (int, string, int) {
 }
 
 // serve runs the handler with next writing body in the given chunk sizes
-// (cycled), flushing every flushEvery writes (0: never). It returns the
-// handler's error and whether it aborted with http.ErrAbortHandler.
-func serve(t *testing.T, h *Redact, w *ownerWriter, body []byte, sizes []int, flushEvery int) (err error, aborted bool) {
+// (cycled), flushing every flushEvery writes (0: never), then returning
+// nextErr. It returns the handler's error and whether it aborted with
+// http.ErrAbortHandler.
+func serve(t *testing.T, h *Redact, w http.ResponseWriter, body []byte, sizes []int, flushEvery int, nextErr ...error) (err error, aborted bool) {
 	t.Helper()
 	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -109,7 +110,7 @@ func serve(t *testing.T, h *Redact, w *ownerWriter, body []byte, sizes []int, fl
 				}
 			}
 		}
-		return nil
+		return errors.Join(nextErr...)
 	})
 	defer func() {
 		if rec := recover(); rec != nil {
@@ -382,35 +383,6 @@ func (w *noFlushWriter) Write(p []byte) (int, error) {
 	return w.body.Write(p)
 }
 
-// serveTo runs the handler on any client writer; like serve.
-func serveTo(t *testing.T, h *Redact, w http.ResponseWriter, body []byte, flushEvery int, nextErr error) (err error, aborted bool) {
-	t.Helper()
-	r := caddyhttp.PrepareRequest(httptest.NewRequest("GET", "/", nil), caddy.NewReplacer(), w, nil)
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Content-Type", "application/json")
-		for k := 0; len(body) > 0; k++ {
-			n := min(len(body), 32<<10)
-			if _, err := w.Write(body[:n]); err != nil {
-				return err
-			}
-			body = body[n:]
-			if flushEvery > 0 && k%flushEvery == 0 {
-				_ = http.NewResponseController(w).Flush()
-			}
-		}
-		return nextErr
-	})
-	defer func() {
-		if rec := recover(); rec != nil {
-			if rec != http.ErrAbortHandler {
-				panic(rec)
-			}
-			aborted = true
-		}
-	}()
-	return h.ServeHTTP(w, r, next), false
-}
-
 // TestPipelineWriterEdges: a client writer that cannot flush still gets
 // the whole masked body (a flush it cannot do is not an error, as on the
 // other paths); one that panics fails the response (aborted) instead of
@@ -426,7 +398,7 @@ func TestPipelineWriterEdges(t *testing.T) {
 	}
 
 	w := &noFlushWriter{h: http.Header{}}
-	if err, aborted := serveTo(t, h, w, doc, 1, nil); err != nil || aborted {
+	if err, aborted := serve(t, h, w, doc, []int{32 << 10}, 1); err != nil || aborted {
 		t.Fatalf("writer without Flush: %v, aborted %v", err, aborted)
 	}
 	if w.body.String() != want.String() {
@@ -434,12 +406,12 @@ func TestPipelineWriterEdges(t *testing.T) {
 	}
 
 	w = &noFlushWriter{h: http.Header{}, panicAt: 200 << 10}
-	if _, aborted := serveTo(t, h, w, doc, 0, nil); !aborted {
+	if _, aborted := serve(t, h, w, doc, []int{32 << 10}, 0); !aborted {
 		t.Fatal("a panicking client writer did not abort the response")
 	}
 
 	w = &noFlushWriter{h: http.Header{}}
-	if _, aborted := serveTo(t, h, w, doc[:len(doc)/2], 0, errors.New("test: upstream failed")); !aborted {
+	if _, aborted := serve(t, h, w, doc[:len(doc)/2], []int{32 << 10}, 0, errors.New("test: upstream failed")); !aborted {
 		t.Fatal("a handler error after commit did not abort the response")
 	}
 	if strings.Contains(w.body.String(), "@acme.test") {
