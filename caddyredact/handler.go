@@ -51,14 +51,9 @@ func (h *Redact) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		// (our Write refused the body, or the upstream broke off). Before
 		// anything was sent, that becomes a clean 502.
 		if rec := recover(); rec != nil {
-			if mw.pl != nil {
-				// Nothing more is masked or written: the response is
-				// aborted (or refused) either way.
-				mw.pl.abort(errors.New("redact: upstream response aborted"))
-			}
-			_ = mw.stopDecoder() // first: it may still own the output
+			_ = mw.stopDecoder(errUpstreamAborted) // first: it may still own the output
 			if rec == http.ErrAbortHandler && !mw.committed {
-				err = mw.refuse(mw.errOr(errors.New("redact: upstream response aborted")))
+				err = mw.refuse(mw.errOr(errUpstreamAborted))
 				return
 			}
 			panic(rec)
@@ -90,5 +85,7 @@ func (h *Redact) logRefusal(r *http.Request, status int, cause error) {
 		c.Write(zap.Int("upstream_status", status), zap.String("uri", r.RequestURI), zap.Error(cause))
 	}
 }
+
+var errUpstreamAborted = errors.New("redact: upstream response aborted")
 
 var errNotJSON = fmt.Errorf("redact: body is not JSON and its media type is not in pass_types")

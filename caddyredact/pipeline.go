@@ -303,10 +303,6 @@ func (pl *pipeline) queueFill() {
 	pl.maskC.Signal()
 }
 
-// abort stops the pipeline without masking or writing anything more (the
-// upstream broke off, or the handler failed): stop then only joins.
-func (pl *pipeline) abort(err error) { pl.setErr(err) }
-
 // sharesArray reports whether b has the same backing array as one of bs.
 func sharesArray(bs [][]byte, b []byte) bool {
 	for _, x := range bs {
@@ -371,10 +367,6 @@ func (pl *pipeline) stop() error {
 		} else {
 			droppedSharedBuffers.Add(1)
 		}
-	}
-	if pl.fill != nil {
-		b := pl.fill[:0]
-		pipeBufPool.Put(&b)
 	}
 	return pl.err
 }

@@ -308,7 +308,7 @@ func TestPipelineBufferOwnership(t *testing.T) {
 		// client write fails.
 		time.Sleep(100 * time.Millisecond)
 		if !w.gateFails {
-			mw.pl.abort(errors.New("test: handler aborted"))
+			mw.pl.setErr(errors.New("test: handler aborted"))
 			time.Sleep(20 * time.Millisecond)
 		}
 		close(w.gate)

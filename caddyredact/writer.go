@@ -237,9 +237,15 @@ func (mw *maskWriter) startDecoder(enc string) {
 }
 
 // stopDecoder ends the goroutine that owns the masker and the output, if
-// any (the decoder, or the masking pipeline), and returns its error.
-func (mw *maskWriter) stopDecoder() error {
+// any (the decoder, or the masking pipeline), and returns its error. A
+// non-nil cause says the body is incomplete (the handler failed or
+// panicked): the pipeline then masks and writes nothing more before it
+// stops, since the response is aborted or refused either way.
+func (mw *maskWriter) stopDecoder(cause error) error {
 	if mw.pl != nil {
+		if cause != nil {
+			mw.pl.setErr(cause)
+		}
 		err := mw.pl.stop()
 		mw.pl = nil
 		return err
@@ -436,10 +442,7 @@ func privateHeaders(hdr http.Header, vary string) {
 
 // finish completes the response after next returned.
 func (mw *maskWriter) finish(nextErr error) error {
-	if nextErr != nil && mw.pl != nil {
-		mw.pl.abort(nextErr) // the body is incomplete: mask and write nothing more
-	}
-	if derr := mw.stopDecoder(); derr != nil {
+	if derr := mw.stopDecoder(nextErr); derr != nil {
 		mw.fail(mw.status, derr)
 	}
 	switch mw.state {
@@ -459,10 +462,10 @@ func (mw *maskWriter) finish(nextErr error) error {
 		if nextErr != nil {
 			if mw.committed {
 				// Part of the masked body is out and the rest will never
-				// come: abort, so the client sees an incomplete response
-				// rather than a complete-looking, truncated document.
-				mw.h.logRefusal(mw.r, mw.status, nextErr)
-				panic(http.ErrAbortHandler)
+				// come: refused, so it is aborted below and the client
+				// never sees a complete-looking, truncated document.
+				mw.fail(mw.status, nextErr)
+				break
 			}
 			mw.clearHeaders()
 			return nextErr
