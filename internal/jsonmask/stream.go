@@ -343,9 +343,10 @@ func (s *Stream) flushOut() {
 		n := len(s.out)
 		out, err := s.taker.TakeBuffer(s.out)
 		if out != nil {
-			// Taken, even with an error. The fast loop writes up to
-			// outMax+32 bytes into a buffer: one with less room than the
-			// first is refused, not trusted.
+			// Taken, even with an error. The Stream relies on the
+			// capacity it sized outMax by (the fast loop slices up to
+			// outMax, emitStr appends up to the capacity): a buffer with
+			// less room than the first is refused, not trusted.
 			s.written += int64(n)
 			s.out = out[:0]
 			if cap(out) < s.outMax+1024 && err == nil {
