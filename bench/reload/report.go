@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // report is what the run prints and writes to summary.json.
@@ -53,7 +55,7 @@ type ratio struct {
 func buildReport(cfg *config, results []*result) *report {
 	rep := &report{
 		Started:      time.Now().UTC().Format(time.RFC3339),
-		LoadAvg:      loadAvg(),
+		LoadAvg:      childproc.LoadAvg(),
 		PerVariant:   cfg.duration.Seconds(),
 		Rounds:       cfg.rounds,
 		Workers:      cfg.workers,
@@ -175,16 +177,4 @@ func (rep *report) print(w io.Writer) {
 			fmt.Fprintf(w, "  %s\n", e)
 		}
 	}
-}
-
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

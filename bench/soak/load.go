@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/scopegate/scopegate/bench/internal/childproc"
 )
 
 // worker sends requests one after the other on its own keep-alive
@@ -799,7 +800,7 @@ func (e *env) runLoad(ctx context.Context) *report {
 	rep := &report{Duration: cfg.duration.String(), Workers: cfg.workers, Seed: cfg.seed, Short: cfg.short,
 		PortBase: cfg.portBase, AdminPort: cfg.adminPort, CacheTTL: cfg.cacheTTL.String(),
 		SettleFile: cfg.settleFile.String(), SettleRedis: cfg.settleRedis.String(), RecoverGrace: cfg.recoverGrace.Seconds()}
-	rep.LoadBefore = loadAvg()
+	rep.LoadBefore = childproc.LoadAvg()
 	mem := &memory{e: e}
 	e.workers = make([]*worker, cfg.workers)
 	for i := range e.workers {
@@ -862,7 +863,7 @@ func (e *env) runLoad(ctx context.Context) *report {
 	}
 	wg.Wait()
 	rep.Elapsed = time.Since(e.start).Seconds()
-	rep.LoadAfter = loadAvg()
+	rep.LoadAfter = childproc.LoadAvg()
 	cancel()
 	fwg.Wait()
 	logf("load done after %.1fs; final samples", rep.Elapsed)
@@ -915,19 +916,6 @@ func (e *env) lateArrivals(st *stats) {
 			}
 		}
 	}
-}
-
-// loadAvg is the machine's load average (Linux), to read the figures by.
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func logf(format string, a ...any) {

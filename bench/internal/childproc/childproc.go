@@ -1,11 +1,13 @@
 // Package childproc starts and ends the processes of the bench programs
-// (Caddy, redis-server, CLI runs) so that no exit path leaves one behind.
+// (Caddy, redis-server, CLI runs) so that no exit path leaves one behind,
+// and reads the machine's load average their reports print.
 package childproc
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -111,4 +113,18 @@ func PortFree(port int) bool {
 	}
 	l.Close()
 	return true
+}
+
+// LoadAvg is the machine's load average over 1, 5 and 15 minutes (Linux),
+// to read the figures of a run by; "?" where /proc has none.
+func LoadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
